@@ -1,0 +1,96 @@
+//! Configuration: command-line flags, falling back to the environment and a `.env` file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::http::Secrets;
+
+/// lockserver: a distributed lock service with fencing tokens, FIFO waiting, leases and
+/// lock values. Every flag can also be set by the environment variable shown, or in `.env`.
+#[derive(Parser)]
+#[command(name = "lockserver", version, about, long_about = None)]
+pub struct Config {
+    /// IP address to listen on.
+    #[arg(short = 'b', long = "bind", env = "LOCKSERVER_BIND_IP", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(short, long, env = "LOCKSERVER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Shared secret(s) clients send in X-LOCKSERVER-SECRET; comma-separated secrets are all
+    /// accepted, so one can be rotated without downtime. Without any, a random one is generated
+    /// and printed once.
+    #[arg(long, env = "LOCKSERVER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// A file holding the secret(s), comma- or newline-separated; added to --secret.
+    #[arg(long, env = "LOCKSERVER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// The longest `wait` a request may ask for (seconds, or with a unit: 500ms, 90s, 10m, 24h, 1d).
+    #[arg(long, env = "LOCKSERVER_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+
+    /// The longest `expire` (and lease `ttl`) a request may ask for.
+    #[arg(long, env = "LOCKSERVER_MAX_EXPIRE", default_value = "1d", value_parser = parse_duration)]
+    pub max_expire: Duration,
+
+    /// How long the value of an expired lock is kept for its next holder.
+    #[arg(long, env = "LOCKSERVER_VALUE_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub value_retention: Duration,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "LOCKSERVER_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    /// The configured secrets, from --secret and --secret-file; `None` when there are none.
+    pub fn secrets(&self) -> Result<Option<Secrets>, String> {
+        let mut text = self.secret.clone().unwrap_or_default();
+        if let Some(path) = &self.secret_file {
+            let file = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read the secret file {}: {error}", path.display()))?;
+            text.push(',');
+            text.push_str(&file);
+        }
+        Ok(Secrets::new(text.split([',', '\n'])))
+    }
+}
+
+/// Parses `90`, `1.5`, `500ms`, `90s`, `10m`, `24h` or `1d` into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => return Err(format!("unknown unit `{other}`: use ms, s, m, h or d")),
+    };
+    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration"))?;
+    Duration::try_from_secs_f64(number * scale).map_err(|error| format!("`{text}`: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! The lease table: sessions that locks can be bound to, as in etcd and Consul.
+//!
+//! A lease lives while it is kept alive; when it expires or is revoked, the memory backend
+//! releases every lock held under it and refuses every waiter queued under it. Lock order: a
+//! shard of the lock table may be locked before this table, never after.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{LeaseId, LeaseInfo};
+use crate::error::{Error, Result};
+
+/// All live leases, behind one mutex: lease calls are rare next to lock calls.
+#[derive(Default)]
+pub(super) struct LeaseTable {
+    /// Never held across an `.await`.
+    state: Mutex<LeaseState>,
+    /// Wakes the lease expiry task when a deadline earlier than the one it sleeps on appears.
+    pub(super) timer: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct LeaseState {
+    leases: HashMap<LeaseId, Lease>,
+    /// Every live lease's deadline, earliest first, for the expiry task.
+    deadlines: BTreeSet<(Instant, LeaseId)>,
+}
+
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+    /// The locks held under this lease.
+    locks: BTreeSet<Arc<str>>,
+    /// Resources where a waiter under this lease may be queued (may name some no longer).
+    waiting: HashSet<Arc<str>>,
+}
+
+/// What a lease held when it ended: the locks to release and the queues to purge.
+pub(super) struct EndedLease {
+    pub(super) id: LeaseId,
+    pub(super) locks: Vec<Arc<str>>,
+    pub(super) waiting: Vec<Arc<str>>,
+}
+
+impl LeaseTable {
+    fn state(&self) -> MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Grants a new lease that expires `ttl` from `now` unless kept alive.
+    pub(super) fn grant(&self, ttl: Duration, now: Instant) -> LeaseInfo {
+        let mut state = self.state();
+        let id = loop {
+            let id = LeaseId(format!("{:016x}", rand::rng().random::<u64>()));
+            if !state.leases.contains_key(&id) {
+                break id;
+            }
+        };
+        let deadline = now + ttl;
+        let earliest = state.deadlines.first().is_none_or(|(first, _)| deadline < *first);
+        state.deadlines.insert((deadline, id.clone()));
+        state
+            .leases
+            .insert(id.clone(), Lease { ttl, deadline, locks: BTreeSet::new(), waiting: HashSet::new() });
+        drop(state);
+        if earliest {
+            self.timer.notify_one();
+        }
+        LeaseInfo { id, ttl, expires_in: ttl, locks: Vec::new() }
+    }
+
+    /// Restores the lease's full time to live.
+    pub(super) fn keepalive(&self, id: &LeaseId, now: Instant) -> Result<Duration> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let lease = live(&mut state.leases, id, now)?;
+        state.deadlines.remove(&(lease.deadline, id.clone()));
+        lease.deadline = now + lease.ttl;
+        state.deadlines.insert((lease.deadline, id.clone()));
+        Ok(lease.ttl)
+    }
+
+    /// Removes the lease; the caller releases what it held.
+    pub(super) fn revoke(&self, id: &LeaseId, now: Instant) -> Result<EndedLease> {
+        let mut state = self.state();
+        live(&mut state.leases, id, now)?;
+        Ok(remove(&mut state, id).expect("the lease was just found"))
+    }
+
+    /// Describes a live lease.
+    pub(super) fn info(&self, id: &LeaseId, now: Instant) -> Result<LeaseInfo> {
+        let mut state = self.state();
+        let lease = live(&mut state.leases, id, now)?;
+        Ok(LeaseInfo {
+            id: id.clone(),
+            ttl: lease.ttl,
+            expires_in: lease.deadline - now,
+            locks: lease.locks.iter().map(|name| name.to_string()).collect(),
+        })
+    }
+
+    /// Records that `resource` is held under the lease; `NoSuchLease` when it is not alive.
+    pub(super) fn attach(&self, id: &LeaseId, resource: &Arc<str>, now: Instant) -> Result<()> {
+        let mut state = self.state();
+        live(&mut state.leases, id, now)?.locks.insert(resource.clone());
+        Ok(())
+    }
+
+    /// Forgets that `resource` is held under the lease.
+    pub(super) fn detach(&self, id: &LeaseId, resource: &str) {
+        if let Some(lease) = self.state().leases.get_mut(id) {
+            lease.locks.remove(resource);
+        }
+    }
+
+    /// Records that a waiter under the lease is queued on `resource`.
+    pub(super) fn note_waiting(&self, id: &LeaseId, resource: &Arc<str>, now: Instant) -> Result<()> {
+        let mut state = self.state();
+        live(&mut state.leases, id, now)?.waiting.insert(resource.clone());
+        Ok(())
+    }
+
+    /// Time left before the lease expires; `None` when it is not alive.
+    pub(super) fn expires_in(&self, id: &LeaseId, now: Instant) -> Option<Duration> {
+        let mut state = self.state();
+        live(&mut state.leases, id, now).ok().map(|lease| lease.deadline - now)
+    }
+
+    /// Removes every lease whose deadline has passed; returns them and the next deadline.
+    pub(super) fn take_expired(&self, now: Instant) -> (Vec<EndedLease>, Option<Instant>) {
+        let mut state = self.state();
+        let mut ended = Vec::new();
+        while let Some((deadline, id)) = state.deadlines.first().cloned() {
+            if deadline > now {
+                return (ended, Some(deadline));
+            }
+            ended.extend(remove(&mut state, &id));
+        }
+        (ended, None)
+    }
+}
+
+/// The lease if it exists and its deadline is ahead of `now`.
+fn live<'a>(leases: &'a mut HashMap<LeaseId, Lease>, id: &LeaseId, now: Instant) -> Result<&'a mut Lease> {
+    match leases.get_mut(id) {
+        Some(lease) if lease.deadline > now => Ok(lease),
+        _ => Err(Error::NoSuchLease),
+    }
+}
+
+fn remove(state: &mut LeaseState, id: &LeaseId) -> Option<EndedLease> {
+    let lease = state.leases.remove(id)?;
+    state.deadlines.remove(&(lease.deadline, id.clone()));
+    Some(EndedLease {
+        id: id.clone(),
+        locks: lease.locks.into_iter().collect(),
+        waiting: lease.waiting.into_iter().collect(),
+    })
+}

@@ -1,0 +1,184 @@
+//! The lock engine: what a lock is, and the [`LockBackend`] trait every storage backend
+//! implements.
+//!
+//! Nothing here knows about HTTP. Requests arrive already validated (names within bounds,
+//! durations within the configured limits); the engine decides who holds what, queues waiters,
+//! hands locks off, and expires holds and leases on a monotonic clock.
+
+mod leases;
+mod memory;
+
+pub use memory::MemoryBackend;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// A fencing token: strictly greater than every token the server issued before, for any
+/// resource. A protected resource that remembers the highest token it has seen can refuse a
+/// stale holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(pub u64);
+
+/// The opaque id of a lease (a session that locks can be bound to).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseId(pub String);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What ends a hold unless it is released first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Held until released (the at-most-once pattern: acquire and never release).
+    Unbounded,
+    /// Held for this long after the grant (or the last refresh).
+    Expire(Duration),
+    /// Held as long as the lease lives.
+    Lease(LeaseId),
+}
+
+/// A request to acquire a lock.
+#[derive(Debug, Clone)]
+pub struct AcquireRequest {
+    /// The lock's name.
+    pub resource: String,
+    /// Who asks; the same owner re-acquiring is idempotent.
+    pub owner: String,
+    /// What ends the hold.
+    pub lifetime: Lifetime,
+    /// How long to queue when the lock is held; zero answers at once.
+    pub wait: Duration,
+    /// A value to store with the lock; `None` keeps the value a previous holder left.
+    pub value: Option<String>,
+}
+
+/// A granted lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// The fencing token of this hold.
+    pub token: FencingToken,
+    /// Time left before the hold expires; `None` when it has no expiry of its own.
+    pub expires_in: Option<Duration>,
+    /// The value stored with the resource.
+    pub value: Option<String>,
+}
+
+/// A request to release a lock.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// When given, the release applies only to this hold.
+    pub token: Option<FencingToken>,
+    /// Keep the stored value for the next holder instead of clearing it.
+    pub keep_value: bool,
+}
+
+/// A request to extend a hold.
+#[derive(Debug, Clone)]
+pub struct RefreshRequest {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// The new time to live, counted from now.
+    pub expire: Duration,
+    /// When given, the refresh applies only to this hold.
+    pub token: Option<FencingToken>,
+    /// When given, replaces the stored value.
+    pub value: Option<String>,
+}
+
+/// The answer to a refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refreshed {
+    /// The fencing token of the hold (unchanged by a refresh).
+    pub token: FencingToken,
+    /// Time left before the hold expires.
+    pub expires_in: Option<Duration>,
+}
+
+/// A held lock as seen by inspection and listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockInfo {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// The fencing token of the hold.
+    pub token: FencingToken,
+    /// Time left before the hold expires; `None` when it has no expiry of its own.
+    pub expires_in: Option<Duration>,
+    /// The value stored with the resource.
+    pub value: Option<String>,
+    /// How many requests are queued for it.
+    pub waiters: usize,
+    /// The lease the hold is bound to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+/// One page of held locks in name order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockPage {
+    /// The locks on this page.
+    pub locks: Vec<LockInfo>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A live lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseInfo {
+    /// The lease's id.
+    pub id: LeaseId,
+    /// The time to live each keepalive restores.
+    pub ttl: Duration,
+    /// Time left before the lease expires unless kept alive.
+    pub expires_in: Duration,
+    /// The locks held under it, in name order.
+    pub locks: Vec<String>,
+}
+
+/// A lock backend: the in-memory engine, the durable store, the etcd gateway.
+///
+/// The HTTP layer calls only this trait; every backend gives the same answers to the same
+/// requests, so one integration suite runs against all of them.
+#[async_trait]
+pub trait LockBackend: Send + Sync + 'static {
+    /// Acquires a lock, queueing first come, first served for up to `wait` when it is held.
+    ///
+    /// Re-acquiring by the current holder is idempotent: same token, lifetime reset.
+    /// Dropping the returned future while queued leaves the queue (the client went away).
+    async fn acquire(&self, request: AcquireRequest) -> Result<Grant>;
+    /// Releases a hold and hands the lock to the head waiter.
+    async fn release(&self, request: ReleaseRequest) -> Result<()>;
+    /// Extends a hold's expiry and optionally replaces its value.
+    async fn refresh(&self, request: RefreshRequest) -> Result<Refreshed>;
+    /// Describes a held lock; `NotHeld` when nobody holds it.
+    async fn inspect(&self, resource: &str) -> Result<LockInfo>;
+    /// Lists held locks whose names start with `prefix`, in name order, after `after`.
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage>;
+    /// Grants a lease with this time to live.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo>;
+    /// Restores a lease's full time to live; returns it.
+    async fn keepalive(&self, lease: &LeaseId) -> Result<Duration>;
+    /// Revokes a lease and releases every lock held under it.
+    async fn revoke(&self, lease: &LeaseId) -> Result<()>;
+    /// Describes a lease and the locks held under it.
+    async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo>;
+    /// Stops serving: queued waiters are answered `Unavailable`, new waits are refused.
+    async fn shutdown(&self);
+}
