@@ -1,1 +1,1 @@
-
+//! Client for lockserver (see issue 4; in progress).

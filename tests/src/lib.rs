@@ -1,1 +1,268 @@
+//! Test harness: starts the real `lockserver` binary on a free loopback port and talks to it
+//! over HTTP.
+//!
+//! The binary is the one in the workspace's target directory (`LOCKSERVER_BIN` overrides it);
+//! when it is missing it is built first. Each [`TestServer`] gets its own random secret and
+//! is killed when dropped.
 
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The header that carries the shared secret.
+pub const SECRET_HEADER: &str = "X-LOCKSERVER-SECRET";
+
+/// A running `lockserver` process.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The secret it accepts.
+    pub secret: String,
+    /// What it printed on stdout before it was ready.
+    pub stdout: Vec<String>,
+}
+
+/// The path of the server binary, built on first use if it is not there.
+pub fn server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("LOCKSERVER_BIN") {
+                return PathBuf::from(path);
+            }
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            let binary = target.join("debug").join("lockserver");
+            if !binary.exists() {
+                let status = Command::new(env!("CARGO"))
+                    .args(["build", "-p", "lockserver"])
+                    .current_dir(&workspace)
+                    .status()
+                    .expect("running cargo build");
+                assert!(status.success(), "cargo build -p lockserver failed");
+            }
+            binary
+        })
+        .clone()
+}
+
+impl TestServer {
+    /// Starts a server with a fresh random secret and these extra flags.
+    pub fn start(args: &[&str]) -> TestServer {
+        let secret = format!("test-secret-{}", std::process::id());
+        let mut full = vec!["--secret", &secret];
+        full.extend_from_slice(args);
+        Self::start_raw(&full, Some(secret.clone()))
+    }
+
+    /// Starts a server with exactly these flags (plus the loopback address and port 0).
+    /// `secret` is what the helpers will send.
+    pub fn start_raw(args: &[&str], secret: Option<String>) -> TestServer {
+        Self::start_with_env(args, secret, &[])
+    }
+
+    /// Like [`TestServer::start_raw`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], secret: Option<String>, env: &[(&str, &str)]) -> TestServer {
+        let mut command = Command::new(server_binary());
+        command
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env_remove("LOCKSERVER_SECRET")
+            .env_remove("LOCKSERVER_PORT")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            // Keep a developer's .env out of the way: the server looks for it in its cwd.
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("starting the lockserver binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
+        let base = loop {
+            let line = match lines.next() {
+                Some(Ok(line)) => line,
+                _ => panic!("lockserver exited before listening; it printed {printed:?}"),
+            };
+            if let Some(address) = line.strip_prefix("lockserver listening on ") {
+                break address.trim().to_string();
+            }
+            printed.push(line);
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let secret = secret
+            .or_else(|| printed.iter().find_map(|line| line.rsplit(": ").next().map(str::to_string)))
+            .unwrap_or_default();
+        TestServer { child, base, secret, stdout: printed }
+    }
+
+    /// An API client for this server with its secret.
+    pub fn api(&self) -> Api {
+        Api::new(&self.base, &self.secret)
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(status.expect("running kill").success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("waiting for lockserver") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("lockserver did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer: the status and the JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The parsed body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `"error"` code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+
+    /// Asserts an error reply with this status and code whose message is not empty.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "reply: {:?}", self.body);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "reply: {:?}", self.body);
+    }
+
+    /// The fencing token of a grant.
+    #[track_caller]
+    pub fn token(&self) -> u64 {
+        self.body["token"].as_u64().unwrap_or_else(|| panic!("no token in {:?}", self.body))
+    }
+}
+
+/// A small HTTP client for the lock API.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    secret: String,
+}
+
+impl Api {
+    /// A client for the server at `base` sending `secret`.
+    pub fn new(base: &str, secret: &str) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("building the HTTP client");
+        Api { http, base: base.to_string(), secret: secret.to_string() }
+    }
+
+    /// The same client sending another secret (or none, when empty).
+    pub fn with_secret(&self, secret: &str) -> Api {
+        Api { secret: secret.to_string(), ..self.clone() }
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request builder with the secret set.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, self.url(path));
+        if self.secret.is_empty() {
+            builder
+        } else {
+            builder.header(SECRET_HEADER, &self.secret)
+        }
+    }
+
+    /// Sends `request` and parses the answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("the request reaches the server");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("reading the body");
+        Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    /// `POST path` with a raw body.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path).body(body)).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PATCH, path).json(&body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// `POST /acquire`.
+    pub async fn acquire(&self, body: Value) -> Reply {
+        self.post("/acquire", body).await
+    }
+
+    /// `POST /release`.
+    pub async fn release(&self, body: Value) -> Reply {
+        self.post("/release", body).await
+    }
+
+    /// `GET /locks/{resource}` with the name percent-encoded.
+    pub async fn inspect(&self, resource: &str) -> Reply {
+        self.get(&format!("/locks/{}", encode(resource))).await
+    }
+}
+
+/// Percent-encodes a resource name for a path segment.
+pub fn encode(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and every test suite: formatting, clippy, the Rust suites (unit, doc and
+# integration tests against the real server binary). Installs what the suites need first.
+# Usage: scripts/test.sh        (from anywhere in the checkout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Integration tests open a thousand connections at once.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+step "rustfmt and clippy components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build the server binary the integration tests start"
+cargo build -p lockserver
+
+step "Rust tests (unit, doc, integration)"
+cargo test --workspace
