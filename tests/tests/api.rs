@@ -147,6 +147,15 @@ async fn refresh_extends_the_hold() {
     let info = api.inspect("r").await;
     assert_eq!(info.status, 200, "refreshed past the first expiry");
     assert_eq!(info.body["value"], "v2");
+
+    // Without `expire`, a refresh replaces only the value: on a lock without expiry, too.
+    let value_only = api.post("/refresh", json!({"resource": "r", "owner": "o", "value": "v3"})).await;
+    assert_eq!(value_only.status, 200);
+    assert!(value_only.body["expires_in_ms"].as_u64().unwrap() <= 4200, "the expiry was not reset");
+    api.acquire(json!({"resource": "forever", "owner": "o"})).await;
+    let value_only = api.post("/refresh", json!({"resource": "forever", "owner": "o", "value": "x"})).await;
+    assert_eq!((value_only.status, value_only.body["expires_in_ms"].clone()), (200, Value::Null));
+    assert_eq!(api.inspect("forever").await.body["value"], "x");
 }
 
 /// Five queued waiters are granted strictly in arrival order.
@@ -272,6 +281,12 @@ async fn lease_revoke_releases_its_locks() {
     let info = api.get(&format!("/leases/{id}")).await;
     assert_eq!(info.body["locks"], json!(["l1", "l2"]));
     assert_eq!(api.inspect("l1").await.body["lease"], id.as_str());
+    api.post("/refresh", json!({"resource": "l1", "owner": "o", "expire": 5}))
+        .await
+        .assert_error(400, "bad_request");
+    let value_only =
+        api.post("/refresh", json!({"resource": "l1", "owner": "o", "value": "under lease"})).await;
+    assert_eq!(value_only.status, 200, "a lock under a lease may still change its value");
 
     let kept = api.post(&format!("/leases/{id}/keepalive"), json!({})).await;
     assert_eq!((kept.status, kept.body), (200, json!({"ttl": 5.0})));

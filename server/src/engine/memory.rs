@@ -442,18 +442,21 @@ impl SlotCx<'_> {
     }
 
     fn refresh(&mut self, request: &RefreshRequest) -> Result<Refreshed> {
-        if self.check_holder(&request.owner, request.token)?.lease.is_some() {
+        let under_lease = self.check_holder(&request.owner, request.token)?.lease.is_some();
+        if under_lease && request.expire.is_some() {
             return Err(Error::bad_request(
-                "this lock lives as long as its lease: keep the lease alive instead of refreshing",
+                "this lock lives as long as its lease: keep the lease alive instead of refreshing its expiry",
             ));
         }
         let holder = self.slot.holder.as_mut().expect("checked above");
-        holder.deadline = Some(self.now + request.expire);
-        let token = holder.token;
+        if let Some(expire) = request.expire {
+            holder.deadline = Some(self.now + expire);
+        }
         if request.value.is_some() {
             self.slot.value = request.value.clone();
         }
-        Ok(Refreshed { token, expires_in: Some(request.expire) })
+        let holder = self.slot.holder.as_ref().expect("checked above");
+        Ok(Refreshed { token: holder.token, expires_in: holder.expires_in(self.shared, self.now) })
     }
 
     /// Ends the current hold and hands the lock to the head waiter. The value stays for the

@@ -94,8 +94,9 @@ pub struct RefreshRequest {
     pub resource: String,
     /// The holder.
     pub owner: String,
-    /// The new time to live, counted from now.
-    pub expire: Duration,
+    /// The new time to live, counted from now; `None` keeps the hold's lifetime as it is
+    /// (to replace only the value).
+    pub expire: Option<Duration>,
     /// When given, the refresh applies only to this hold.
     pub token: Option<FencingToken>,
     /// When given, replaces the stored value.

@@ -102,7 +102,7 @@ pub struct RefreshBody {
     /// The lock's name; taken from the path on the resource route.
     pub resource: Option<String>,
     owner: String,
-    expire: f64,
+    expire: Option<f64>,
     token: Option<u64>,
     value: Option<String>,
 }
@@ -110,10 +110,16 @@ pub struct RefreshBody {
 impl RefreshBody {
     /// Validates the body into an engine request for `resource`.
     pub fn into_request(self, resource: String, limits: &Limits) -> Result<RefreshRequest> {
+        if self.expire.is_none() && self.value.is_none() {
+            return Err(Error::bad_request("a refresh needs `expire`, `value` or both"));
+        }
         Ok(RefreshRequest {
             resource: resource_name(resource)?,
             owner: owner_name(self.owner)?,
-            expire: positive_seconds("expire", self.expire, limits.max_expire)?,
+            expire: self
+                .expire
+                .map(|expire| positive_seconds("expire", expire, limits.max_expire))
+                .transpose()?,
             token: self.token.map(FencingToken),
             value: self.value.map(value).transpose()?,
         })
