@@ -1,0 +1,320 @@
+//! Acquiring a lock ([`LockBuilder`]) and holding it ([`LockGuard`]).
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::client::{AcquireRequest, Client};
+use crate::error::{Error, Result};
+use crate::keepalive::{self, Liveness};
+use crate::types::Grant;
+
+/// The longest single server-side wait; longer waits are made of several.
+/// Servers started with `--max-wait` below this refuse a wait that long: keep the default.
+pub const MAX_WAIT_CHUNK: Duration = Duration::from_secs(30);
+
+/// One acquisition of a lock: set what you need, then [`acquire`](Self::acquire) or
+/// [`try_acquire`](Self::try_acquire).
+///
+/// Each builder gets its own owner id (the client's owner plus a counter): two tasks sharing
+/// a client exclude each other, while retries of this acquisition stay idempotent.
+///
+/// The same builder serves the async client (`acquire().await`) and the
+/// [blocking](crate::blocking) one (`acquire()`); `M` says which.
+#[must_use = "a LockBuilder does nothing until acquire() or try_acquire()"]
+pub struct LockBuilder<M = Async> {
+    client: Client,
+    request: AcquireRequest,
+    wait: Option<Duration>,
+    mode: PhantomData<M>,
+}
+
+/// Marks a [`LockBuilder`] of the async client.
+pub struct Async;
+
+impl<M> LockBuilder<M> {
+    pub(crate) fn new(client: Client, resource: String) -> Self {
+        let owner = client.acquisition_owner();
+        let request = AcquireRequest { resource, owner, ..AcquireRequest::default() };
+        LockBuilder { client, request, wait: None, mode: PhantomData }
+    }
+
+    /// The hold expires after this long unless refreshed; the guard refreshes it in the
+    /// background until released. Without it (and without a lease) the lock is held until
+    /// released.
+    pub fn expire(mut self, expire: Duration) -> Self {
+        self.request.expire = Some(expire);
+        self
+    }
+
+    /// How long [`acquire`](Self::acquire) waits when the lock is held; without it, forever.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// A value to store with the lock (at most 64 KiB).
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.request.value = Some(value.into());
+        self
+    }
+
+    /// Binds the hold to a lease (a [`Lease`](crate::Lease) or its id): it lives as long as
+    /// the lease does.
+    pub fn lease(mut self, lease: impl AsRef<str>) -> Self {
+        self.request.lease = Some(lease.as_ref().to_string());
+        self
+    }
+
+    /// Overrides the owner id of this acquisition.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.request.owner = owner.into();
+        self
+    }
+
+    pub(crate) async fn acquire_until(mut self, until: Option<Instant>) -> Result<LockGuard> {
+        loop {
+            let now = Instant::now();
+            self.request.wait = match until {
+                Some(until) => until.saturating_duration_since(now).min(MAX_WAIT_CHUNK),
+                None => MAX_WAIT_CHUNK,
+            };
+            let sent_at = now;
+            match self.client.acquire_raw(&self.request).await {
+                Ok(grant) => {
+                    if let Some(guard) = LockGuard::start(&self.client, &self.request, grant, sent_at).await?
+                    {
+                        return Ok(guard);
+                    }
+                }
+                Err(Error::Locked { .. }) if until.is_none_or(|until| Instant::now() < until) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.wait.map(|wait| Instant::now() + wait)
+    }
+}
+
+impl LockBuilder<Async> {
+    /// Acquires the lock, queueing server-side first come, first served. Without
+    /// [`wait`](Self::wait) it waits as long as it takes (by repeated server-side waits, never
+    /// by polling); with it, it answers [`Error::Locked`] when the wait runs out.
+    pub async fn acquire(self) -> Result<LockGuard> {
+        let until = self.deadline();
+        self.acquire_until(until).await
+    }
+
+    /// Acquires the lock if it is free now; `Ok(None)` when someone else holds it.
+    pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
+        match self.acquire_until(Some(Instant::now())).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(Error::Locked { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// A held lock. Released on drop (best effort, without blocking); call
+/// [`release`](Self::release) to know that it was.
+///
+/// A lock acquired with an expiry is kept alive in the background, refreshed every third of
+/// the expiry; if that fails, [`is_lost`](Self::is_lost) turns true and [`lost`](Self::lost)
+/// resolves, no later than the server's own expiry, so the critical section can stop.
+/// Release and refresh always send the guard's fencing token, so a late or repeated call can
+/// never touch a newer holder's grant.
+pub struct LockGuard {
+    hold: Arc<Hold>,
+    keepalive: Option<JoinHandle<()>>,
+    runtime: Handle,
+    released: bool,
+}
+
+/// What the guard and its keepalive task share.
+struct Hold {
+    client: Client,
+    resource: String,
+    owner: String,
+    token: u64,
+    expire: Option<Duration>,
+    value: Mutex<Option<String>>,
+    /// `None` for holds without expiry of their own (unbounded, or under a lease).
+    liveness: Option<Arc<Liveness>>,
+}
+
+impl Hold {
+    async fn refresh(&self, value: Option<&str>) -> Result<()> {
+        let sent_at = Instant::now();
+        self.client.refresh_raw(&self.resource, &self.owner, Some(self.token), self.expire, value).await?;
+        if let (Some(liveness), Some(expire)) = (&self.liveness, self.expire) {
+            liveness.extend(sent_at, expire);
+        }
+        Ok(())
+    }
+}
+
+impl LockGuard {
+    /// Wraps a fresh grant; `None` when it came so late (after a long wait) that it could not
+    /// be confirmed before its conservative deadline, and the acquisition should go on.
+    async fn start(
+        client: &Client,
+        request: &AcquireRequest,
+        grant: Grant,
+        sent_at: Instant,
+    ) -> Result<Option<Self>> {
+        let liveness = match (request.expire, grant.expires_in) {
+            (Some(_), Some(expires_in)) => Some(Liveness::new(sent_at + expires_in)),
+            _ => None,
+        };
+        let hold = Arc::new(Hold {
+            client: client.clone(),
+            resource: grant.resource,
+            owner: grant.owner,
+            token: grant.token,
+            expire: request.expire,
+            value: Mutex::new(grant.value),
+            liveness,
+        });
+        if let (Some(liveness), Some(expire)) = (&hold.liveness, hold.expire) {
+            // The deadline counts from when the request was sent; after a long wait in the
+            // queue it may be close. Confirm the hold before handing it out.
+            if liveness.deadline() < Instant::now() + expire / 3 {
+                match hold.refresh(None).await {
+                    Ok(()) => {}
+                    Err(Error::NotHeld | Error::NotOwner) => return Ok(None),
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        let keepalive = match (&hold.liveness, hold.expire) {
+            (Some(liveness), Some(expire)) => {
+                let task_hold = hold.clone();
+                Some(keepalive::spawn(liveness.clone(), expire, move || {
+                    let hold = task_hold.clone();
+                    async move { hold.refresh(None).await }
+                }))
+            }
+            _ => None,
+        };
+        Ok(Some(LockGuard { hold, keepalive, runtime: Handle::current(), released: false }))
+    }
+
+    /// The lock's name.
+    pub fn resource(&self) -> &str {
+        &self.hold.resource
+    }
+
+    /// The owner id this hold was granted to.
+    pub fn owner(&self) -> &str {
+        &self.hold.owner
+    }
+
+    /// The fencing token: pass it to the protected resource, which refuses smaller ones.
+    pub fn token(&self) -> u64 {
+        self.hold.token
+    }
+
+    /// The value stored with the lock: the one set at acquisition or by
+    /// [`set_value`](Self::set_value), or the one a previous holder left.
+    pub fn value(&self) -> Option<String> {
+        self.hold.value.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the value stored with the lock (for example, a job's progress, so that the
+    /// next holder can resume if this one dies).
+    pub async fn set_value(&self, value: impl Into<String>) -> Result<()> {
+        let value = value.into();
+        self.hold
+            .client
+            .refresh_raw(&self.hold.resource, &self.hold.owner, Some(self.hold.token), None, Some(&value))
+            .await?;
+        *self.hold.value.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+        Ok(())
+    }
+
+    /// Keeps the lock past this guard: stops the keepalive and does not release on drop.
+    /// The hold then ends by its own expiry, or never (the at-most-once pattern). Returns the
+    /// fencing token.
+    pub fn detach(mut self) -> u64 {
+        self.released = true;
+        self.stop_keepalive();
+        self.hold.token
+    }
+
+    /// Refreshes the hold now (the background keepalive does this on its own).
+    pub async fn refresh(&self) -> Result<()> {
+        if self.hold.expire.is_none() {
+            return Ok(());
+        }
+        self.hold.refresh(None).await
+    }
+
+    /// Whether the lock is known to be lost (or may be: its deadline passed unrefreshed).
+    pub fn is_lost(&self) -> bool {
+        self.hold.liveness.as_ref().is_some_and(|liveness| liveness.is_lost())
+    }
+
+    /// Resolves when the lock is lost; never, for a lock without expiry of its own.
+    pub async fn lost(&self) {
+        match &self.hold.liveness {
+            Some(liveness) => liveness.lost().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Releases the lock. [`Error::LockLost`] when it was no longer held by this guard:
+    /// whatever was done under it may have overlapped with another holder.
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.stop_keepalive();
+        release(&self.hold).await
+    }
+
+    /// Whether the lock has an expiry that the background keepalive maintains.
+    pub fn is_kept_alive(&self) -> bool {
+        self.keepalive.is_some()
+    }
+
+    fn stop_keepalive(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn release(hold: &Hold) -> Result<()> {
+    match hold.client.release_raw(&hold.resource, &hold.owner, Some(hold.token), false).await {
+        Err(Error::NotHeld | Error::NotOwner) => Err(Error::LockLost),
+        other => other,
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop_keepalive();
+        if !self.released {
+            let hold = self.hold.clone();
+            // Spawned, never blocking: a drop may run on an async runtime's thread. If that
+            // runtime is gone, the server's expiry frees the lock.
+            self.runtime.spawn(async move {
+                let _ = release(&hold).await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("resource", &self.hold.resource)
+            .field("owner", &self.hold.owner)
+            .field("token", &self.hold.token)
+            .finish()
+    }
+}

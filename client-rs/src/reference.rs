@@ -1,0 +1,117 @@
+//! The API of the HTTP lock servers our users come from, as thin wrappers over the
+//! [blocking client](crate::blocking::Client), so that code written for them ports by
+//! changing one line.
+
+use std::time::Duration;
+
+use crate::blocking;
+use crate::error::Result;
+
+/// Whether an acquire waits for the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Wait until the lock is granted.
+    Blocking,
+    /// Answer [`Error::Locked`](crate::Error::Locked) at once when the lock is held.
+    NonBlocking,
+}
+
+/// A client with one fixed owner id, acquiring and releasing by resource name.
+#[derive(Clone)]
+pub struct LockserverClient {
+    client: blocking::Client,
+}
+
+impl LockserverClient {
+    /// A client for the server at `addr` (`host:port`) acting as `owner`.
+    pub fn new(addr: impl Into<String>, owner: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self::new_with_env(Some(addr), Some(owner), Some(secret))
+    }
+
+    /// Like [`new`](Self::new); what is `None` comes from `LOCKSERVER_ADDR`,
+    /// `LOCKSERVER_OWNER` and `LOCKSERVER_SECRET` (or `.env`).
+    pub fn new_with_env(
+        addr: Option<impl Into<String>>,
+        owner: Option<impl Into<String>>,
+        secret: Option<impl Into<String>>,
+    ) -> Self {
+        let mut builder = crate::ClientBuilder::default();
+        if let Some(addr) = addr {
+            builder = builder.addr(addr);
+        }
+        if let Some(owner) = owner {
+            builder = builder.owner(owner);
+        }
+        if let Some(secret) = secret {
+            builder = builder.secret(secret);
+        }
+        // Building fails only if the platform's HTTP stack cannot start at all.
+        let client = builder.build_blocking().expect("building the lockserver HTTP client");
+        LockserverClient { client }
+    }
+
+    /// The blocking client underneath, for guards, leases and values.
+    pub fn client(&self) -> &blocking::Client {
+        &self.client
+    }
+
+    /// This client's owner id.
+    pub fn owner(&self) -> &str {
+        self.client.owner()
+    }
+
+    /// Acquires `resource`, waiting until it is granted; held until released.
+    pub fn acquire(&self, resource: &str) -> Result<()> {
+        self.acquire_with_mode_and_expire(resource, LockMode::Blocking, None)
+    }
+
+    /// Acquires `resource` waiting or not; held until released.
+    pub fn acquire_with_mode(&self, resource: &str, mode: LockMode) -> Result<()> {
+        self.acquire_with_mode_and_expire(resource, mode, None)
+    }
+
+    /// Acquires `resource` waiting or not; with `expire`, the lock expires after that many
+    /// seconds unless released first (it is not kept alive).
+    pub fn acquire_with_mode_and_expire(
+        &self,
+        resource: &str,
+        mode: LockMode,
+        expire: Option<u64>,
+    ) -> Result<()> {
+        let mut lock = self.client.lock(resource).owner(self.owner());
+        if let Some(expire) = expire {
+            lock = lock.expire(Duration::from_secs(expire));
+        }
+        if mode == LockMode::NonBlocking {
+            lock = lock.wait(Duration::ZERO);
+        }
+        lock.acquire().map(|guard| {
+            guard.detach();
+        })
+    }
+
+    /// Releases `resource` held by this client's owner.
+    pub fn release(&self, resource: &str) -> Result<()> {
+        let client = self.client.as_async().clone();
+        let owner = self.owner().to_string();
+        let resource = resource.to_string();
+        blocking::block_on(async move { client.release_raw(&resource, &owner, None, false).await })
+    }
+}
+
+impl crate::ScopedLock for LockserverClient {
+    fn lock_for_scope(
+        &self,
+        resource: &str,
+        non_blocking: bool,
+        expire: Option<Duration>,
+    ) -> Result<blocking::LockGuard> {
+        self.client.lock_for_scope(resource, non_blocking, expire)
+    }
+}
+
+impl From<LockserverClient> for blocking::Client {
+    fn from(client: LockserverClient) -> Self {
+        client.client
+    }
+}
