@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test suite: formatting, clippy, the Rust suites (unit, doc and
-# integration tests against the real server binary). Installs what the suites need first.
+# integration tests against the real server binary), the Python client's pytest suite and the
+# Node client's node:test suite. Installs what the suites need first (a venv with maturin and
+# pytest, npm packages).
 # Usage: scripts/test.sh        (from anywhere in the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +26,13 @@ cargo build -p lockserver
 
 step "Rust tests (unit, doc, integration)"
 cargo test --workspace
+
+step "Python client: pip install ./client-py into target/venv, then pytest"
+if [ ! -x target/venv/bin/python ]; then
+  python3 -m venv target/venv || {
+    apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv target/venv
+  }
+fi
+target/venv/bin/pip install -q --disable-pip-version-check pytest
+target/venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client-py
+(cd client-py && ../target/venv/bin/python -m pytest -q)

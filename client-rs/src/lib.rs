@@ -112,6 +112,7 @@ mod keepalive;
 mod lease;
 mod lock;
 mod reference;
+mod shared;
 mod types;
 
 pub use client::{AcquireRequest, Client, ClientBuilder, DEFAULT_ADDR, SECRET_HEADER};
@@ -119,6 +120,7 @@ pub use error::{Error, Result};
 pub use lease::Lease;
 pub use lock::{Async, LockBuilder, LockGuard, MAX_WAIT_CHUNK};
 pub use reference::{LockMode, LockserverClient};
+pub use shared::Shared;
 pub use types::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};
 
 /// A client that [`lock_scope!`] can lock with: the blocking client and the reference client.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::blocking;
 use crate::error::Result;
+use crate::Client;
 
 /// Whether an acquire waits for the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,24 +79,42 @@ impl LockserverClient {
         mode: LockMode,
         expire: Option<u64>,
     ) -> Result<()> {
-        let mut lock = self.client.lock(resource).owner(self.owner());
-        if let Some(expire) = expire {
-            lock = lock.expire(Duration::from_secs(expire));
-        }
-        if mode == LockMode::NonBlocking {
-            lock = lock.wait(Duration::ZERO);
-        }
-        lock.acquire().map(|guard| {
-            guard.detach();
-        })
+        let expire = expire.map(Duration::from_secs);
+        blocking::block_on(self.client.as_async().acquire_as_owner(resource, mode, expire))
     }
 
     /// Releases `resource` held by this client's owner.
     pub fn release(&self, resource: &str) -> Result<()> {
-        let client = self.client.as_async().clone();
-        let owner = self.owner().to_string();
-        let resource = resource.to_string();
-        blocking::block_on(async move { client.release_raw(&resource, &owner, None, false).await })
+        blocking::block_on(self.client.as_async().release_as_owner(resource))
+    }
+}
+
+impl Client {
+    /// Acquires `resource` as this client's own owner id, outside any guard: the lock stays
+    /// held after the call, until [`release_as_owner`](Self::release_as_owner) or `expire`
+    /// (not kept alive). Acquiring again is idempotent. This is the reference API's acquire,
+    /// which every binding's reference wrapper calls.
+    pub async fn acquire_as_owner(
+        &self,
+        resource: &str,
+        mode: LockMode,
+        expire: Option<Duration>,
+    ) -> Result<()> {
+        let mut lock = self.lock(resource).owner(self.owner());
+        if let Some(expire) = expire {
+            lock = lock.expire(expire);
+        }
+        if mode == LockMode::NonBlocking {
+            lock = lock.wait(Duration::ZERO);
+        }
+        lock.acquire().await.map(|guard| {
+            guard.detach();
+        })
+    }
+
+    /// Releases `resource` held by this client's own owner id (the reference API's release).
+    pub async fn release_as_owner(&self, resource: &str) -> Result<()> {
+        self.release_raw(resource, self.owner(), None, false).await
     }
 }
 

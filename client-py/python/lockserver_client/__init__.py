@@ -1,0 +1,42 @@
+"""Python client of lockserver, a distributed lock service.
+
+A thin binding of the Rust client: every call goes through it, the GIL is released while a
+call waits, and ``*_async`` methods and ``async with`` work under asyncio.
+
+    from lockserver_client import LockserverClient
+
+    client = LockserverClient()  # LOCKSERVER_ADDR, LOCKSERVER_SECRET, LOCKSERVER_OWNER
+    with client.lock("nightly-report", expire=30) as lock:
+        print(lock.token)        # the fencing token
+        lock.set_value("step 1") # seen by the next holder if this process dies
+"""
+
+from ._native import (
+    BadRequest,
+    Lease,
+    Lock,
+    LockHeld,
+    LockLost,
+    LockserverClient,
+    LockserverError,
+    NoSuchLease,
+    NotHeld,
+    NotOwner,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = [
+    "BadRequest",
+    "Lease",
+    "Lock",
+    "LockHeld",
+    "LockLost",
+    "LockserverClient",
+    "LockserverError",
+    "NoSuchLease",
+    "NotHeld",
+    "NotOwner",
+    "Unauthorized",
+    "Unavailable",
+]

@@ -1,0 +1,217 @@
+//! `LockserverClient`: the reference methods, and the factories of locks and leases.
+
+use lockserver_client::{Client, Error, LockMode};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::lease::Lease;
+use crate::lock::{Lock, LockOptions};
+use crate::{awaitable, errors, seconds, wait};
+
+/// A lockserver client. Arguments not given come from `LOCKSERVER_ADDR`,
+/// `LOCKSERVER_SECRET`, `LOCKSERVER_OWNER` (or `.env`).
+#[pyclass(frozen, module = "lockserver_client._native")]
+pub struct LockserverClient {
+    client: Client,
+}
+
+/// A lease given to `lock(..., lease=...)`: the object or its id.
+#[derive(FromPyObject)]
+pub enum LeaseArg {
+    /// A `Lease` object.
+    Lease(Py<Lease>),
+    /// A lease id.
+    Id(String),
+}
+
+impl LeaseArg {
+    fn id(&self) -> PyResult<String> {
+        match self {
+            LeaseArg::Lease(lease) => lease.get().id(),
+            LeaseArg::Id(id) => Ok(id.clone()),
+        }
+    }
+}
+
+fn mode(blocking: bool) -> LockMode {
+    if blocking {
+        LockMode::Blocking
+    } else {
+        LockMode::NonBlocking
+    }
+}
+
+/// The reference API's answer: held or not (only a non-blocking acquire says not).
+fn acquired(outcome: Result<(), Error>) -> Result<bool, Error> {
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(Error::Locked { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+#[pymethods]
+impl LockserverClient {
+    #[new]
+    #[pyo3(signature = (addr=None, owner=None, secret=None))]
+    fn new(addr: Option<String>, owner: Option<String>, secret: Option<String>) -> PyResult<Self> {
+        let mut builder = Client::builder();
+        if let Some(addr) = addr {
+            builder = builder.addr(addr);
+        }
+        if let Some(owner) = owner {
+            builder = builder.owner(owner);
+        }
+        if let Some(secret) = secret {
+            builder = builder.secret(secret);
+        }
+        Ok(LockserverClient { client: builder.build().map_err(errors::to_py)? })
+    }
+
+    /// This client's owner id.
+    #[getter]
+    fn owner(&self) -> String {
+        self.client.owner().to_string()
+    }
+
+    /// The server's base URL.
+    #[getter]
+    fn addr(&self) -> String {
+        self.client.base_url().to_string()
+    }
+
+    /// Acquires `resource` as this client's owner, held until `release` (or `expire` seconds).
+    /// Blocking waits as long as it takes; non-blocking returns False when it is held.
+    #[pyo3(signature = (resource, blocking=true, expire=None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        resource: String,
+        blocking: bool,
+        expire: Option<f64>,
+    ) -> PyResult<bool> {
+        let (client, expire) = (self.client.clone(), seconds("expire", expire)?);
+        wait(py, async move { acquired(client.acquire_as_owner(&resource, mode(blocking), expire).await) })
+    }
+
+    /// `acquire` as an awaitable.
+    #[pyo3(signature = (resource, blocking=true, expire=None))]
+    fn acquire_async<'py>(
+        &self,
+        py: Python<'py>,
+        resource: String,
+        blocking: bool,
+        expire: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (client, expire) = (self.client.clone(), seconds("expire", expire)?);
+        awaitable(
+            py,
+            async move { acquired(client.acquire_as_owner(&resource, mode(blocking), expire).await) },
+        )
+    }
+
+    /// Releases `resource` held by this client's owner.
+    fn release(&self, py: Python<'_>, resource: String) -> PyResult<()> {
+        let client = self.client.clone();
+        wait(py, async move { client.release_as_owner(&resource).await })
+    }
+
+    /// `release` as an awaitable.
+    fn release_async<'py>(&self, py: Python<'py>, resource: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        awaitable(py, async move { client.release_as_owner(&resource).await })
+    }
+
+    /// A lock on `resource`, acquired by `with` (or `async with`) and released at its end.
+    /// `wait=None` waits as long as it takes; `expire` is kept alive in the background.
+    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None))]
+    fn lock(
+        &self,
+        resource: String,
+        expire: Option<f64>,
+        wait: Option<f64>,
+        value: Option<String>,
+        lease: Option<LeaseArg>,
+    ) -> PyResult<Lock> {
+        let options = LockOptions {
+            resource,
+            expire: seconds("expire", expire)?,
+            wait: seconds("wait", wait)?,
+            value,
+            lease: lease.map(|lease| lease.id()).transpose()?,
+        };
+        Ok(Lock::new(self.client.clone(), options))
+    }
+
+    /// The same as `lock`, named for `async with`.
+    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None))]
+    fn lock_async(
+        &self,
+        resource: String,
+        expire: Option<f64>,
+        wait: Option<f64>,
+        value: Option<String>,
+        lease: Option<LeaseArg>,
+    ) -> PyResult<Lock> {
+        self.lock(resource, expire, wait, value, lease)
+    }
+
+    /// Acquires `resource` if it is free now: a held `Lock`, or None.
+    #[pyo3(signature = (resource, expire=None, value=None, lease=None))]
+    fn try_lock(
+        &self,
+        py: Python<'_>,
+        resource: String,
+        expire: Option<f64>,
+        value: Option<String>,
+        lease: Option<LeaseArg>,
+    ) -> PyResult<Option<Lock>> {
+        let lock = self.lock(resource, expire, Some(0.0), value, lease)?;
+        let (try_acquire, lock) = lock.try_acquire();
+        Ok(wait(py, try_acquire)?.then_some(lock))
+    }
+
+    /// `try_lock` as an awaitable.
+    #[pyo3(signature = (resource, expire=None, value=None, lease=None))]
+    fn try_lock_async<'py>(
+        &self,
+        py: Python<'py>,
+        resource: String,
+        expire: Option<f64>,
+        value: Option<String>,
+        lease: Option<LeaseArg>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let lock = self.lock(resource, expire, Some(0.0), value, lease)?;
+        let (try_acquire, lock) = lock.try_acquire();
+        awaitable(py, async move { Ok(try_acquire.await?.then_some(lock)) })
+    }
+
+    /// A lease with this time to live, granted by `with` (or `async with`) and revoked at its
+    /// end; kept alive in the background meanwhile.
+    fn lease(&self, ttl: f64) -> PyResult<Lease> {
+        let ttl = seconds("ttl", Some(ttl))?.expect("given");
+        Ok(Lease::new(self.client.clone(), ttl))
+    }
+
+    /// The same as `lease`, named for `async with`.
+    fn lease_async(&self, ttl: f64) -> PyResult<Lease> {
+        self.lease(ttl)
+    }
+
+    /// The held lock on `resource` as a dict, or None when it is free.
+    fn inspect<'py>(&self, py: Python<'py>, resource: String) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let client = self.client.clone();
+        let Some(info) = wait(py, async move { client.inspect(&resource).await })? else {
+            return Ok(None);
+        };
+        let dict = PyDict::new(py);
+        dict.set_item("resource", info.resource)?;
+        dict.set_item("owner", info.owner)?;
+        dict.set_item("token", info.token)?;
+        dict.set_item("expires_in", info.expires_in.map(|left| left.as_secs_f64()))?;
+        dict.set_item("value", info.value)?;
+        dict.set_item("waiters", info.waiters)?;
+        dict.set_item("lease", info.lease)?;
+        Ok(Some(dict))
+    }
+}

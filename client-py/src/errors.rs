@@ -1,0 +1,101 @@
+//! The exception hierarchy, mirroring `lockserver_client::Error`, and the one mapping into it.
+
+use lockserver_client::Error;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(
+    lockserver_client,
+    LockserverError,
+    PyException,
+    "Base of every lockserver error. `.code` is the stable error code (`locked`, `not_held`, ...)."
+);
+create_exception!(
+    lockserver_client,
+    LockHeld,
+    LockserverError,
+    "Another owner holds the lock. `.owner` names it; `.expires_in` is its time left in seconds or None."
+);
+create_exception!(
+    lockserver_client,
+    LockLost,
+    LockserverError,
+    "The lock was lost before it was released: it expired or was taken over."
+);
+create_exception!(
+    lockserver_client,
+    NotHeld,
+    LockLost,
+    "Nobody holds the lock (never acquired, released, or expired)."
+);
+create_exception!(
+    lockserver_client,
+    NotOwner,
+    LockserverError,
+    "Another owner or a newer fencing token holds the lock."
+);
+create_exception!(
+    lockserver_client,
+    NoSuchLease,
+    LockserverError,
+    "The lease was never granted, was revoked, or expired."
+);
+create_exception!(
+    lockserver_client,
+    Unauthorized,
+    LockserverError,
+    "The server refused the secret (LOCKSERVER_SECRET)."
+);
+create_exception!(
+    lockserver_client,
+    Unavailable,
+    LockserverError,
+    "The server cannot be reached or is unavailable."
+);
+create_exception!(
+    lockserver_client,
+    BadRequest,
+    LockserverError,
+    "The server refused the request as malformed."
+);
+
+/// Turns a client error into its exception, carrying the server's message and the code.
+pub fn to_py(error: Error) -> PyErr {
+    let message = error.to_string();
+    let exception = match &error {
+        Error::Locked { .. } => LockHeld::new_err(message),
+        Error::LockLost => LockLost::new_err(message),
+        Error::NotHeld => NotHeld::new_err(message),
+        Error::NotOwner => NotOwner::new_err(message),
+        Error::NoSuchLease => NoSuchLease::new_err(message),
+        Error::Unauthorized => Unauthorized::new_err(message),
+        Error::Unavailable(_) => Unavailable::new_err(message),
+        Error::BadRequest(_) => BadRequest::new_err(message),
+        _ => LockserverError::new_err(message),
+    };
+    Python::attach(|py| {
+        let value = exception.value(py);
+        let _ = value.setattr("code", error.code());
+        if let Error::Locked { owner, expires_in } = &error {
+            let _ = value.setattr("owner", owner);
+            let _ = value.setattr("expires_in", expires_in.map(|left| left.as_secs_f64()));
+        }
+    });
+    exception
+}
+
+/// Adds the exception classes to the module.
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add("LockserverError", py.get_type::<LockserverError>())?;
+    module.add("LockHeld", py.get_type::<LockHeld>())?;
+    module.add("LockLost", py.get_type::<LockLost>())?;
+    module.add("NotHeld", py.get_type::<NotHeld>())?;
+    module.add("NotOwner", py.get_type::<NotOwner>())?;
+    module.add("NoSuchLease", py.get_type::<NoSuchLease>())?;
+    module.add("Unauthorized", py.get_type::<Unauthorized>())?;
+    module.add("Unavailable", py.get_type::<Unavailable>())?;
+    module.add("BadRequest", py.get_type::<BadRequest>())?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Python bindings of the lockserver Rust client (`lockserver_client._native`).
+//!
+//! They convert types, errors and async, nothing more: every call goes to
+//! `lockserver_client::Client`. Blocking calls release the GIL and run on one shared Tokio
+//! runtime; `*_async` calls and `async with` return asyncio awaitables on the same runtime.
+
+mod client;
+mod errors;
+mod lease;
+mod lock;
+
+use std::future::Future;
+use std::time::Duration;
+
+use lockserver_client::Error;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// Runs a client call to completion with the GIL released.
+fn wait<F, T>(py: Python<'_>, call: F) -> PyResult<T>
+where
+    F: Future<Output = Result<T, Error>> + Send,
+    T: Send,
+{
+    py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(call)).map_err(errors::to_py)
+}
+
+/// Turns a client call into an asyncio awaitable.
+fn awaitable<'py, F, T>(py: Python<'py>, call: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    pyo3_async_runtimes::tokio::future_into_py(py, async move { call.await.map_err(errors::to_py) })
+}
+
+/// Seconds from Python (`None` stays `None`) as a duration; `ValueError` when negative.
+fn seconds(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>> {
+    secs.map(|secs| {
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| PyValueError::new_err(format!("`{name}` must be a non-negative number of seconds")))
+    })
+    .transpose()
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<client::LockserverClient>()?;
+    module.add_class::<lock::Lock>()?;
+    module.add_class::<lease::Lease>()?;
+    errors::register(module)?;
+    Ok(())
+}

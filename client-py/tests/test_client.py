@@ -1,0 +1,257 @@
+"""The Python client against the real server binary."""
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from lockserver_client import (
+    LockHeld,
+    LockLost,
+    LockserverClient,
+    LockserverError,
+    NoSuchLease,
+    NotHeld,
+    NotOwner,
+    Unauthorized,
+    Unavailable,
+)
+
+
+def test_reference_acquire_and_release(server):
+    first = LockserverClient(addr=server.addr, owner="worker-1", secret=server.secret)
+    second = LockserverClient(addr=server.addr, owner="worker-2", secret=server.secret)
+    assert first.owner == "worker-1"
+    assert first.acquire("res") is True
+    assert first.acquire("res") is True  # idempotent for the same owner
+    assert second.acquire("res", blocking=False) is False
+    with pytest.raises(NotOwner):
+        second.release("res")
+    first.release("res")
+    with pytest.raises(NotHeld):
+        first.release("res")
+    assert first.acquire("res", expire=0.5) is True
+    started = time.monotonic()
+    assert second.acquire("res") is True  # waits for the expiry
+    assert time.monotonic() - started >= 0.3
+    second.release("res")
+
+
+def test_with_lock_token_value_and_release(client):
+    with client.lock("job", expire=5, value="started") as lock:
+        assert lock.held
+        assert lock.token > 0
+        assert lock.value == "started"
+        assert lock.resource == "job"
+        lock.set_value("half done")
+        assert lock.value == "half done"
+        lock.refresh()
+        assert not lock.lost
+        info = client.inspect("job")
+        assert info["owner"] == lock.owner and info["value"] == "half done"
+    assert not lock.held
+    assert client.inspect("job") is None
+    with pytest.raises(NotHeld):
+        lock.token
+
+
+def test_with_releases_on_exception(client):
+    with pytest.raises(RuntimeError):
+        with client.lock("boom"):
+            raise RuntimeError("the block failed")
+    assert client.inspect("boom") is None
+
+
+def test_try_lock(client):
+    held = client.try_lock("busy")
+    assert held is not None and held.held
+    assert client.try_lock("busy") is None
+    with pytest.raises(LockHeld) as raised:
+        with client.lock("busy", wait=0.2):
+            pass
+    assert raised.value.owner == held.owner
+    assert raised.value.code == "locked"
+    held.release()
+    again = client.try_lock("busy")
+    assert again is not None
+    again.release()
+    again.release()  # releasing twice is a no-op
+
+
+def test_keepalive_and_lost(server, client):
+    with client.lock("long", expire=1) as lock:
+        time.sleep(2.5)
+        assert not lock.lost
+        assert client.inspect("long")["token"] == lock.token
+    # Taken over behind the guard's back: the keepalive notices, release says so.
+    lock = client.lock("taken", expire=1)
+    lock.__enter__()
+    thief = LockserverClient(addr=server.addr, owner=lock.owner, secret=server.secret)
+    thief.release("taken")
+    deadline = time.monotonic() + 3
+    while not lock.lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock.lost
+    with pytest.raises(LockLost):
+        lock.release()
+
+
+def test_leases(client):
+    with client.lease(1) as lease:
+        assert lease.ttl == 1.0 and lease.id
+        with client.lock("leader", lease=lease) as lock:
+            time.sleep(2)  # longer than the ttl: the lease keeps itself alive
+            assert not lease.lost
+            assert client.inspect("leader")["lease"] == lease.id
+            lease.keepalive()
+            lock_token = lock.token
+        assert lock_token > 0
+        with client.lock("follower", lease=lease.id):
+            pass
+        client.lock("kept", lease=lease).__enter__()
+    assert client.inspect("kept") is None  # revoking the lease released it
+    with pytest.raises(NoSuchLease):
+        with client.lock("orphan", lease=lease.id):
+            pass
+
+
+def _increment_under_lock(addr, secret, path, rounds):
+    client = LockserverClient(addr=addr, secret=secret)
+    for _ in range(rounds):
+        with client.lock("counter-file", expire=10):
+            with open(path) as f:
+                value = int(f.read())
+            time.sleep(0.001)
+            with open(path, "w") as f:
+                f.write(str(value + 1))
+
+
+def test_threads_and_processes_exclude_each_other(server, tmp_path):
+    path = str(tmp_path / "counter")
+    with open(path, "w") as f:
+        f.write("0")
+    threads = [
+        threading.Thread(target=_increment_under_lock, args=(server.addr, server.secret, path, 10)) for _ in range(8)
+    ]
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_increment_under_lock, args=(server.addr, server.secret, path, 10)) for _ in range(8)
+    ]
+    for worker in threads + processes:
+        worker.start()
+    for thread in threads:
+        thread.join(60)
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    with open(path) as f:
+        assert int(f.read()) == 160
+
+
+def test_asyncio_tasks_exclude_each_other(client):
+    counter = {"value": 0}
+
+    async def worker():
+        for _ in range(5):
+            async with client.lock_async("async-counter", expire=10) as lock:
+                assert lock.held
+                seen = counter["value"]
+                await asyncio.sleep(0.001)
+                counter["value"] = seen + 1
+                await lock.set_value_async(str(seen + 1))
+
+    async def main():
+        await asyncio.gather(*(worker() for _ in range(8)))
+        assert await client.acquire_async("plain") is True
+        await client.release_async("plain")
+        held = await client.try_lock_async("plain")
+        assert held is not None
+        assert await client.try_lock_async("plain") is None
+        await held.release_async()
+        async with client.lease_async(5) as lease:
+            async with client.lock_async("under-lease", lease=lease):
+                await lease.keepalive_async()
+
+    asyncio.run(main())
+    assert counter["value"] == 40
+
+
+def test_the_event_loop_keeps_running_while_a_lock_is_awaited(client):
+    holder = client.try_lock("slow")
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, holder.release)
+        async with client.lock_async("slow"):
+            pass
+        task.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+
+
+def test_gil_is_released_while_waiting(client):
+    holder = client.try_lock("gil")
+    progress = []
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            progress.append(1)
+            time.sleep(0.01)
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    threading.Timer(1.0, holder.release).start()
+    started = time.monotonic()
+    with client.lock("gil"):
+        waited = time.monotonic() - started
+    stop.set()
+    spinner.join()
+    assert waited >= 0.8
+    assert len(progress) >= 40, "the spinning thread ran while the other waited"
+
+
+def test_errors_when_down_or_unauthorized(server):
+    wrong = LockserverClient(addr=server.addr, secret="wrong")
+    with pytest.raises(Unauthorized) as raised:
+        wrong.acquire("x")
+    assert isinstance(raised.value, LockserverError)
+    assert raised.value.code == "unauthorized"
+    addr = server.addr
+    server.stop()
+    down = LockserverClient(addr=addr, secret=server.secret)
+    with pytest.raises(Unavailable):
+        down.acquire("x")
+    with pytest.raises(Unavailable):
+        with down.lock("x"):
+            pass
+
+
+def test_configuration_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("LOCKSERVER_ADDR", server.addr)
+    monkeypatch.setenv("LOCKSERVER_SECRET", server.secret)
+    monkeypatch.setenv("LOCKSERVER_OWNER", "from-env")
+    client = LockserverClient()
+    assert client.owner == "from-env"
+    assert client.acquire("env") is True
+    assert client.inspect("env")["owner"] == "from-env"
+
+
+def test_bad_arguments(client):
+    with pytest.raises(ValueError):
+        client.lock("x", expire=-1)
+    with pytest.raises(LockserverError):
+        client.acquire("")  # the server refuses an empty name
