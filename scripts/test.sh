@@ -36,3 +36,9 @@ fi
 target/venv/bin/pip install -q --disable-pip-version-check pytest
 target/venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client-py
 (cd client-py && ../target/venv/bin/python -m pytest -q)
+
+step "Node client: npm ci, npm run build (napi-rs), npm test (node:test)"
+if ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+(cd client-js && npm ci --no-audit --no-fund && npm run build && npm test)

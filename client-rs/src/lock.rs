@@ -262,9 +262,17 @@ impl LockGuard {
 
     /// Resolves when the lock is lost; never, for a lock without expiry of its own.
     pub async fn lost(&self) {
-        match &self.hold.liveness {
-            Some(liveness) => liveness.lost().await,
-            None => std::future::pending().await,
+        self.when_lost().await
+    }
+
+    /// [`lost`](Self::lost) as a future that does not borrow the guard (for bindings).
+    pub fn when_lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let liveness = self.hold.liveness.clone();
+        async move {
+            match liveness {
+                Some(liveness) => liveness.lost().await,
+                None => std::future::pending().await,
+            }
         }
     }
 

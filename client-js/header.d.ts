@@ -1,0 +1,29 @@
+/* Declarations of what index.js adds around the generated binding. */
+
+/** The stable error codes, mirroring the server's. */
+export type LockserverErrorCode =
+  | 'LOCKED'
+  | 'NOT_HELD'
+  | 'NOT_OWNER'
+  | 'NO_SUCH_LEASE'
+  | 'LOCK_LOST'
+  | 'UNAUTHORIZED'
+  | 'BAD_REQUEST'
+  | 'UNAVAILABLE'
+  | 'SERVER'
+
+/** Every error of this package: `code` says which, `message` is the server's text. */
+export declare class LockserverError extends Error {
+  readonly code: LockserverErrorCode
+  constructor(code: LockserverErrorCode, message: string)
+}
+
+export interface LockserverClient {
+  /**
+   * Acquires `resource`, runs `callback` with the lock handle, and releases the lock in
+   * `finally`; resolves to the callback's value. If the lock was lost meanwhile, rejects
+   * with `LOCK_LOST` (the callback's work may have overlapped another holder's).
+   */
+  withLock<T>(resource: string, options: LockOptions | undefined | null, callback: (lock: LockHandle) => T | Promise<T>): Promise<T>
+  withLock<T>(resource: string, callback: (lock: LockHandle) => T | Promise<T>): Promise<T>
+}
