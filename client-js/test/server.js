@@ -4,6 +4,7 @@
 const { spawn, execFileSync } = require('node:child_process')
 const crypto = require('node:crypto')
 const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 
@@ -19,7 +20,8 @@ async function startServer() {
   const secret = 'js-' + crypto.randomBytes(16).toString('hex')
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LOCKSERVER_')))
   env.RUST_LOG = 'warn'
-  const child = spawn(serverBinary(), ['--bind', '127.0.0.1', '--port', '0', '--secret', secret], {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockserver-js-'))
+  const child = spawn(serverBinary(), ['--bind', '127.0.0.1', '--port', '0', '--secret', secret, '--data-dir', dataDir], {
     env,
     cwd: '/',
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -37,7 +39,9 @@ async function startServer() {
     stop() {
       child.kill('SIGKILL')
       const exited = child.exitCode !== null || child.signalCode !== null
-      return new Promise((resolve) => (exited ? resolve() : child.once('exit', resolve)))
+      return new Promise((resolve) => (exited ? resolve() : child.once('exit', resolve))).then(() =>
+        fs.rmSync(dataDir, { recursive: true, force: true }),
+      )
     },
   }
 }

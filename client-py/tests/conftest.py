@@ -2,7 +2,9 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -20,10 +22,11 @@ def server_binary() -> str:
 class Server:
     def __init__(self, *args: str) -> None:
         self.secret = "py-" + uuid.uuid4().hex
+        self.data_dir = tempfile.mkdtemp(prefix="lockserver-py-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSERVER_")}
         env["RUST_LOG"] = "warn"
         self.process = subprocess.Popen(
-            [server_binary(), "--bind", "127.0.0.1", "--port", "0", "--secret", self.secret, *args],
+            [server_binary(), "--bind", "127.0.0.1", "--port", "0", "--secret", self.secret, "--data-dir", self.data_dir, *args],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -39,6 +42,7 @@ class Server:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @pytest.fixture

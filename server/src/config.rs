@@ -43,9 +43,31 @@ pub struct Config {
     #[arg(long, env = "LOCKSERVER_VALUE_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub value_retention: Duration,
 
+    /// Where locks live: `durable` (journaled to --data-dir, answered only once on disk) or
+    /// `memory` (lost on restart).
+    #[arg(long, env = "LOCKSERVER_STORAGE", value_enum, default_value_t = Storage::Durable)]
+    pub storage: Storage,
+
+    /// The directory of the durable store (locked while a server uses it).
+    #[arg(long, env = "LOCKSERVER_DATA_DIR", default_value = "./lockserver-data")]
+    pub data_dir: PathBuf,
+
+    /// Compact the durable store's log into a snapshot each time it grows by this many bytes.
+    #[arg(long, env = "LOCKSERVER_COMPACT_AFTER", default_value_t = 64 << 20)]
+    pub compact_after: u64,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "LOCKSERVER_WORKERS")]
     pub workers: Option<usize>,
+}
+
+/// Where locks live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// Journaled to the data dir: nothing answered is lost by a crash or restart.
+    Durable,
+    /// In memory only: a restart forgets every lock.
+    Memory,
 }
 
 impl Config {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use config::Config;
-use engine::{LockBackend, MemoryBackend};
+use config::{Config, Storage};
+use engine::{EmbeddedBackend, LockBackend};
 use http::wire::Limits;
 use http::{HttpSettings, Secrets};
 
@@ -36,13 +36,23 @@ pub async fn run(config: Config) -> Result<(), String> {
         workers: config.workers,
         limits: Limits { max_wait: config.max_wait, max_expire: config.max_expire },
     };
-    let backend: Arc<dyn LockBackend> = Arc::new(MemoryBackend::new(config.value_retention));
+    let started = std::time::Instant::now();
+    let backend = match config.storage {
+        Storage::Durable => {
+            EmbeddedBackend::durable(&config.data_dir, config.value_retention, config.compact_after)
+                .map_err(|error| format!("cannot use the data dir: {error}"))?
+        }
+        Storage::Memory => EmbeddedBackend::in_memory(config.value_retention),
+    };
+    let backend: Arc<dyn LockBackend> = Arc::new(backend);
     let server = http::bind(&settings, backend.clone(), secrets.clone())
         .map_err(|error| format!("cannot listen on {}: {error}", settings.addr))?;
     let addr = server.addrs()[0];
     info!(
         %addr,
-        storage = "memory",
+        storage = ?config.storage,
+        data_dir = %config.data_dir.display(),
+        recovery = ?started.elapsed(),
         max_wait = ?config.max_wait,
         max_expire = ?config.max_expire,
         value_retention = ?config.value_retention,

@@ -16,9 +16,40 @@ use serde_json::Value;
 /// The header that carries the shared secret.
 pub const SECRET_HEADER: &str = "X-LOCKSERVER-SECRET";
 
+/// A directory removed when dropped.
+pub struct TempDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// A fresh empty directory under the system's temp dir.
+    pub fn new(label: &str) -> TempDir {
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("lockserver-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        TempDir { path }
+    }
+
+    /// The path as a `&str`, for flags.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A running `lockserver` process.
 pub struct TestServer {
     child: Child,
+    /// The data dir it was given by the harness (none when the test chose one).
+    _data_dir: Option<TempDir>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The secret it accepts.
@@ -69,11 +100,17 @@ impl TestServer {
     }
 
     /// Like [`TestServer::start_raw`], with extra environment variables.
+    /// Unless `args` name a `--data-dir` or `--storage`, the server gets a fresh durable data
+    /// dir of its own.
     pub fn start_with_env(args: &[&str], secret: Option<String>, env: &[(&str, &str)]) -> TestServer {
+        let data_dir =
+            (!args.iter().any(|a| *a == "--data-dir" || *a == "--storage")).then(|| TempDir::new("data"));
         let mut command = Command::new(server_binary());
+        command.args(["--bind", "127.0.0.1", "--port", "0"]).args(args);
+        if let Some(dir) = &data_dir {
+            command.args(["--data-dir", dir.arg()]);
+        }
         command
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
             .env_remove("LOCKSERVER_SECRET")
             .env_remove("LOCKSERVER_PORT")
             .env("RUST_LOG", "warn")
@@ -102,7 +139,7 @@ impl TestServer {
         let secret = secret
             .or_else(|| printed.iter().find_map(|line| line.rsplit(": ").next().map(str::to_string)))
             .unwrap_or_default();
-        TestServer { child, base, secret, stdout: printed }
+        TestServer { child, _data_dir: data_dir, base, secret, stdout: printed }
     }
 
     /// An API client for this server with its secret.
@@ -113,6 +150,12 @@ impl TestServer {
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -127,6 +170,36 @@ impl TestServer {
         }
         panic!("lockserver did not exit within 10 s of SIGTERM");
     }
+}
+
+/// Runs the server binary with these flags (plus the loopback address and port 0), expecting
+/// it to refuse to start; returns its exit status and what it printed on stderr.
+pub fn start_expecting_failure(args: &[&str]) -> (std::process::ExitStatus, String) {
+    run_expecting_failure(Command::new(server_binary()), args)
+}
+
+/// Like [`start_expecting_failure`], for a command that wraps the binary (`setpriv ...`).
+pub fn run_expecting_failure(mut command: Command, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .args(["--bind", "127.0.0.1", "--port", "0", "--secret", "s"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the lockserver binary");
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("waiting for lockserver") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr).ok();
+            return (status, stderr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("lockserver kept running; it was expected to refuse to start");
 }
 
 impl Drop for TestServer {

@@ -12,16 +12,19 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::journal::{wall_now_ms, Journal};
+use super::records::Record;
 use super::{LeaseId, LeaseInfo};
 use crate::error::{Error, Result};
 
 /// All live leases, behind one mutex: lease calls are rare next to lock calls.
-#[derive(Default)]
 pub(super) struct LeaseTable {
     /// Never held across an `.await`.
     state: Mutex<LeaseState>,
     /// Wakes the lease expiry task when a deadline earlier than the one it sleeps on appears.
     pub(super) timer: Arc<Notify>,
+    /// Where grants, keepalives and ends are journaled, under the table's mutex.
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Default)]
@@ -48,8 +51,30 @@ pub(super) struct EndedLease {
 }
 
 impl LeaseTable {
+    pub(super) fn new(journal: Option<Arc<Journal>>) -> Self {
+        LeaseTable { state: Mutex::default(), timer: Arc::new(Notify::new()), journal }
+    }
+
     fn state(&self) -> MutexGuard<'_, LeaseState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn journal(&self, record: impl FnOnce() -> Record) {
+        if let Some(journal) = &self.journal {
+            journal.append(&record());
+        }
+    }
+
+    /// Puts back a lease recovered from the journal.
+    pub(super) fn restore(&self, id: LeaseId, ttl: Duration, deadline: Instant) {
+        let mut state = self.state();
+        state.deadlines.insert((deadline, id.clone()));
+        state.leases.insert(id, Lease { ttl, deadline, locks: BTreeSet::new(), waiting: HashSet::new() });
+    }
+
+    /// Every live lease as a journal record, for a snapshot.
+    pub(super) fn records(&self, now: Instant, wall_ms: u64) -> Vec<Record> {
+        self.state().leases.iter().map(|(id, lease)| lease_record(id, lease, now, wall_ms)).collect()
     }
 
     /// Grants a new lease that expires `ttl` from `now` unless kept alive.
@@ -64,9 +89,9 @@ impl LeaseTable {
         let deadline = now + ttl;
         let earliest = state.deadlines.first().is_none_or(|(first, _)| deadline < *first);
         state.deadlines.insert((deadline, id.clone()));
-        state
-            .leases
-            .insert(id.clone(), Lease { ttl, deadline, locks: BTreeSet::new(), waiting: HashSet::new() });
+        let lease = Lease { ttl, deadline, locks: BTreeSet::new(), waiting: HashSet::new() };
+        self.journal(|| lease_record(&id, &lease, now, wall_now_ms()));
+        state.leases.insert(id.clone(), lease);
         drop(state);
         if earliest {
             self.timer.notify_one();
@@ -82,6 +107,7 @@ impl LeaseTable {
         state.deadlines.remove(&(lease.deadline, id.clone()));
         lease.deadline = now + lease.ttl;
         state.deadlines.insert((lease.deadline, id.clone()));
+        self.journal(|| lease_record(id, lease, now, wall_now_ms()));
         Ok(lease.ttl)
     }
 
@@ -89,6 +115,7 @@ impl LeaseTable {
     pub(super) fn revoke(&self, id: &LeaseId, now: Instant) -> Result<EndedLease> {
         let mut state = self.state();
         live(&mut state.leases, id, now)?;
+        self.journal(|| Record::LeaseGone { id: id.0.clone() });
         Ok(remove(&mut state, id).expect("the lease was just found"))
     }
 
@@ -139,9 +166,18 @@ impl LeaseTable {
             if deadline > now {
                 return (ended, Some(deadline));
             }
+            self.journal(|| Record::LeaseGone { id: id.0.clone() });
             ended.extend(remove(&mut state, &id));
         }
         (ended, None)
+    }
+}
+
+fn lease_record(id: &LeaseId, lease: &Lease, now: Instant, wall_ms: u64) -> Record {
+    Record::Lease {
+        id: id.0.clone(),
+        ttl_ms: lease.ttl.as_millis() as u64,
+        deadline_ms: wall_ms + lease.deadline.saturating_duration_since(now).as_millis() as u64,
     }
 }
 

@@ -5,10 +5,12 @@
 //! durations within the configured limits); the engine decides who holds what, queues waiters,
 //! hands locks off, and expires holds and leases on a monotonic clock.
 
+mod embedded;
+mod journal;
 mod leases;
-mod memory;
+mod records;
 
-pub use memory::MemoryBackend;
+pub use embedded::EmbeddedBackend;
 
 use std::fmt;
 use std::time::Duration;

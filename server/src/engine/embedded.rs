@@ -1,5 +1,7 @@
-//! The in-memory backend: a sharded lock table with FIFO waiter queues, leases, and expiry
-//! timers on the monotonic clock.
+//! The embedded backend: a sharded lock table with FIFO waiter queues, leases, and expiry
+//! timers on the monotonic clock, kept in memory and, unless `--storage memory`, made durable
+//! by a [`Journal`]: every change appends the new state of what changed, and the request is
+//! answered once that is on disk.
 //!
 //! Each resource hashes to one of [`SHARDS`] shards, each a `std::sync::Mutex` (never held
 //! across an `.await`), so independent resources do not serialise. The fencing counter is one
@@ -11,6 +13,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -19,7 +22,9 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+use super::journal::{wall_now_ms, Journal, Recovered};
 use super::leases::{EndedLease, LeaseTable};
+use super::records::Record;
 use super::{
     AcquireRequest, FencingToken, Grant, LeaseId, LeaseInfo, Lifetime, LockBackend, LockInfo, LockPage,
     RefreshRequest, Refreshed, ReleaseRequest,
@@ -29,12 +34,13 @@ use crate::error::{Error, Result};
 /// How many shards the lock table is split into.
 const SHARDS: usize = 64;
 
-/// The in-memory lock backend. Cheap to clone; all clones share one lock table.
+/// The embedded lock backend, in memory or durable. Cheap to clone; all clones share one
+/// lock table.
 ///
 /// Must be created inside a Tokio runtime: it spawns its expiry tasks, which end when the last
 /// clone is dropped.
 #[derive(Clone)]
-pub struct MemoryBackend {
+pub struct EmbeddedBackend {
     shared: Arc<Shared>,
 }
 
@@ -49,6 +55,8 @@ struct Shared {
     value_retention: Duration,
     /// Set by `shutdown`: no new waiters are queued.
     shutting_down: AtomicBool,
+    /// Where changes are made durable; `None` in memory storage.
+    journal: Option<Arc<Journal>>,
 }
 
 struct Shard {
@@ -105,24 +113,47 @@ enum Acquired {
     Queued { name: Arc<str>, id: u64, reply: oneshot::Receiver<Result<Grant>> },
 }
 
-impl MemoryBackend {
-    /// Creates an empty lock table whose released values are kept for `value_retention`.
-    pub fn new(value_retention: Duration) -> Self {
+impl EmbeddedBackend {
+    /// An empty lock table kept in memory only; released values are kept for
+    /// `value_retention`.
+    pub fn in_memory(value_retention: Duration) -> Self {
+        Self::start(value_retention, None, Recovered::default())
+    }
+
+    /// A lock table made durable in `dir`: recovers what the dir holds (holds whose deadline
+    /// passed while the server was down are expired, their values kept), then journals every
+    /// change. The error names the file that could not be used.
+    /// The log is compacted into a snapshot each time it grows by `compact_after` bytes.
+    pub fn durable(dir: &Path, value_retention: Duration, compact_after: u64) -> Result<Self, String> {
+        let (journal, recovered) = Journal::open(dir, compact_after)?;
+        let backend = Self::start(value_retention, Some(journal.clone()), recovered);
+        let shared = Arc::downgrade(&backend.shared);
+        journal.start_compaction(Box::new(move |emit| {
+            if let Some(shared) = shared.upgrade() {
+                shared.snapshot(emit);
+            }
+        }));
+        Ok(backend)
+    }
+
+    fn start(value_retention: Duration, journal: Option<Arc<Journal>>, recovered: Recovered) -> Self {
         let shards =
             (0..SHARDS).map(|_| Shard { state: Mutex::default(), timer: Arc::new(Notify::new()) }).collect();
         let shared = Arc::new(Shared {
             shards,
-            last_token: AtomicU64::new(0),
+            last_token: AtomicU64::new(recovered.max_token),
             last_waiter: AtomicU64::new(0),
-            leases: LeaseTable::default(),
+            leases: LeaseTable::new(journal.clone()),
             value_retention,
             shutting_down: AtomicBool::new(false),
+            journal,
         });
+        shared.restore(recovered);
         for (index, shard) in shared.shards.iter().enumerate() {
             tokio::spawn(run_shard_timer(Arc::downgrade(&shared), index, shard.timer.clone()));
         }
         tokio::spawn(run_lease_timer(Arc::downgrade(&shared), shared.leases.timer.clone()));
-        MemoryBackend { shared }
+        EmbeddedBackend { shared }
     }
 }
 
@@ -133,24 +164,33 @@ impl Drop for Shared {
             shard.timer.notify_one();
         }
         self.leases.timer.notify_one();
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
     }
 }
 
 #[async_trait]
-impl LockBackend for MemoryBackend {
+impl LockBackend for EmbeddedBackend {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant> {
         let AcquireRequest { resource, owner, lifetime, wait, value } = request;
         let wait_until = Instant::now() + wait;
         let may_queue = !wait.is_zero();
         let acquired =
             self.shared.with_slot(&resource, |cx| cx.acquire(owner, lifetime, value, may_queue))?;
-        match acquired {
-            Acquired::Granted(grant) => Ok(grant),
+        let grant = match acquired {
+            Acquired::Granted(grant) => grant,
             Acquired::Queued { name, id, reply } => {
                 let queued = QueuedWait { shared: self.shared.clone(), name, id, reply, settled: false };
-                queued.wait_until(wait_until).await
+                let grant = queued.wait_until(wait_until).await?;
+                // The grant was made (and journaled) by whoever released: wait until it is
+                // journaled, under the shard's mutex, before waiting for the disk.
+                self.shared.barrier(&resource);
+                grant
             }
-        }
+        };
+        self.shared.persist().await?;
+        Ok(grant)
     }
 
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
@@ -158,11 +198,14 @@ impl LockBackend for MemoryBackend {
             cx.check_holder(&request.owner, request.token)?;
             cx.end_hold(request.keep_value);
             Ok(())
-        })
+        })?;
+        self.shared.persist().await
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<Refreshed> {
-        self.shared.with_slot(&request.resource, |cx| cx.refresh(&request))
+        let refreshed = self.shared.with_slot(&request.resource, |cx| cx.refresh(&request))?;
+        self.shared.persist().await?;
+        Ok(refreshed)
     }
 
     async fn inspect(&self, resource: &str) -> Result<LockInfo> {
@@ -174,17 +217,21 @@ impl LockBackend for MemoryBackend {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
-        Ok(self.shared.leases.grant(ttl, Instant::now()))
+        let lease = self.shared.leases.grant(ttl, Instant::now());
+        self.shared.persist().await?;
+        Ok(lease)
     }
 
     async fn keepalive(&self, lease: &LeaseId) -> Result<Duration> {
-        self.shared.leases.keepalive(lease, Instant::now())
+        let ttl = self.shared.leases.keepalive(lease, Instant::now())?;
+        self.shared.persist().await?;
+        Ok(ttl)
     }
 
     async fn revoke(&self, lease: &LeaseId) -> Result<()> {
         let ended = self.shared.leases.revoke(lease, Instant::now())?;
         self.shared.end_lease(ended);
-        Ok(())
+        self.shared.persist().await
     }
 
     async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo> {
@@ -209,6 +256,92 @@ fn shutting_down() -> Error {
 }
 
 impl Shared {
+    /// Resolves once every change made so far is on disk (at once in memory storage).
+    async fn persist(&self) -> Result<()> {
+        match &self.journal {
+            Some(journal) => journal.sync().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Returns once no operation on `name`'s shard is in progress, so that whatever such an
+    /// operation did (and journaled) is done.
+    fn barrier(&self, name: &str) {
+        drop(self.shard_of(name).state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Rebuilds the table from what the journal recovered, expiring what expired meanwhile.
+    fn restore(&self, recovered: Recovered) {
+        let (now, wall) = (Instant::now(), wall_now_ms());
+        let instant = |deadline_ms: u64| -> Option<Instant> {
+            deadline_ms
+                .checked_sub(wall)
+                .filter(|left| *left > 0)
+                .map(|left| now + Duration::from_millis(left))
+        };
+        let retention_ms = self.value_retention.as_millis() as u64;
+        for (id, (ttl_ms, deadline_ms)) in recovered.leases {
+            if let Some(deadline) = instant(deadline_ms) {
+                self.leases.restore(LeaseId(id), Duration::from_millis(ttl_ms), deadline);
+            }
+        }
+        for (name, record) in recovered.slots {
+            let key: Arc<str> = Arc::from(name.as_str());
+            let slot = match record {
+                Record::Hold { owner, token, deadline_ms, lease, value, .. } => {
+                    let lease = lease.map(LeaseId);
+                    let alive = match (&lease, deadline_ms) {
+                        (Some(lease), _) => self.leases.attach(lease, &key, now).is_ok(),
+                        (None, Some(deadline_ms)) => instant(deadline_ms).is_some(),
+                        (None, None) => true,
+                    };
+                    if alive {
+                        let deadline = deadline_ms.and_then(instant);
+                        let holder = Holder { owner, token: FencingToken(token), deadline, lease };
+                        Slot { holder: Some(holder), value, value_deadline: None, waiters: VecDeque::new() }
+                    } else {
+                        // Expired while the server was down: the value stays for the next holder.
+                        let ended_ms = deadline_ms.unwrap_or(wall).min(wall);
+                        let value_deadline = instant(ended_ms + retention_ms);
+                        let value = value.filter(|_| value_deadline.is_some());
+                        Slot {
+                            holder: None,
+                            value_deadline: value.as_ref().and(value_deadline),
+                            value,
+                            waiters: VecDeque::new(),
+                        }
+                    }
+                }
+                Record::Free { value, value_deadline_ms, .. } => {
+                    let value_deadline = value_deadline_ms.and_then(instant);
+                    let value = value.filter(|_| value_deadline.is_some() || value_deadline_ms.is_none());
+                    Slot { holder: None, value, value_deadline, waiters: VecDeque::new() }
+                }
+                _ => continue,
+            };
+            if slot.is_vacant() {
+                continue;
+            }
+            let mut state = self.shard_of(&key).state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.timers.update(&key, None, slot.timer_deadline());
+            state.slots.insert(key, slot);
+        }
+    }
+
+    /// Emits the whole state as records, one shard at a time, for a snapshot.
+    fn snapshot(&self, emit: &mut dyn FnMut(&Record)) {
+        let mut records = Vec::new();
+        for shard in self.shards.iter() {
+            {
+                let state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let (now, wall) = (Instant::now(), wall_now_ms());
+                records.extend(state.slots.iter().map(|(name, slot)| slot.record(name, now, wall)));
+            }
+            records.drain(..).for_each(|record| emit(&record));
+        }
+        self.leases.records(Instant::now(), wall_now_ms()).iter().for_each(emit);
+    }
+
     fn shard_of(&self, name: &str) -> &Shard {
         let mut hasher = DefaultHasher::new();
         name.hash(&mut hasher);
@@ -232,9 +365,13 @@ impl Shared {
         };
         let slot = state.slots.get_mut(name).expect("the slot was just found or inserted");
         let before = slot.timer_deadline();
-        let mut cx = SlotCx { slot, name: &key, shared: self, now: Instant::now() };
+        let now = Instant::now();
+        let mut cx = SlotCx { slot, name: &key, shared: self, now, dirty: false };
         cx.settle();
         let result = f(&mut cx);
+        if let (true, Some(journal)) = (cx.dirty, &self.journal) {
+            journal.append(&cx.slot.record(&key, now, wall_now_ms()));
+        }
         let after = cx.slot.timer_deadline();
         let vacant = cx.slot.is_vacant();
         state.timers.update(&key, before, after);
@@ -325,6 +462,8 @@ struct SlotCx<'a> {
     name: &'a Arc<str>,
     shared: &'a Shared,
     now: Instant,
+    /// Set by every change to the slot: its new state is journaled.
+    dirty: bool,
 }
 
 impl SlotCx<'_> {
@@ -336,6 +475,7 @@ impl SlotCx<'_> {
         if self.slot.holder.is_none() && self.slot.value_deadline.is_some_and(|at| at <= self.now) {
             self.slot.value = None;
             self.slot.value_deadline = None;
+            self.dirty = true;
         }
     }
 
@@ -376,7 +516,11 @@ impl SlotCx<'_> {
         }
         self.slot.value_deadline = None;
         let token = FencingToken(self.shared.last_token.fetch_add(1, Ordering::SeqCst) + 1);
+        if let Some(journal) = &self.shared.journal {
+            journal.note_token(token.0);
+        }
         self.slot.holder = Some(Holder { owner, token, deadline, lease });
+        self.dirty = true;
         Ok(self.grant_info())
     }
 
@@ -392,6 +536,7 @@ impl SlotCx<'_> {
         if value.is_some() {
             self.slot.value = value;
         }
+        self.dirty = true;
         Ok(self.grant_info())
     }
 
@@ -455,6 +600,7 @@ impl SlotCx<'_> {
         if request.value.is_some() {
             self.slot.value = request.value.clone();
         }
+        self.dirty = true;
         let holder = self.slot.holder.as_ref().expect("checked above");
         Ok(Refreshed { token: holder.token, expires_in: holder.expires_in(self.shared, self.now) })
     }
@@ -463,6 +609,7 @@ impl SlotCx<'_> {
     /// next holder when `keep_value` (always on expiry: the holder may have died mid-job).
     fn end_hold(&mut self, keep_value: bool) {
         let Some(holder) = self.slot.holder.take() else { return };
+        self.dirty = true;
         if let Some(lease) = &holder.lease {
             self.shared.leases.detach(lease, self.name);
         }
@@ -525,6 +672,26 @@ impl Slot {
         match &self.holder {
             Some(holder) => holder.deadline,
             None => self.value_deadline,
+        }
+    }
+
+    /// The slot's state as a journal record (deadlines on the wall clock).
+    fn record(&self, name: &str, now: Instant, wall_ms: u64) -> Record {
+        let wall = |at: Instant| wall_ms + at.saturating_duration_since(now).as_millis() as u64;
+        match &self.holder {
+            Some(holder) => Record::Hold {
+                resource: name.to_string(),
+                owner: holder.owner.clone(),
+                token: holder.token.0,
+                deadline_ms: holder.deadline.map(wall),
+                lease: holder.lease.as_ref().map(|lease| lease.0.clone()),
+                value: self.value.clone(),
+            },
+            None => Record::Free {
+                resource: name.to_string(),
+                value: self.value.clone(),
+                value_deadline_ms: self.value_deadline.map(wall),
+            },
         }
     }
 
