@@ -19,14 +19,14 @@
 //! Compaction rotates to a new log generation, writes a snapshot for it in the background,
 //! then deletes the older files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use super::records::{self, claimed_len, read_record, Read, Record, HEADER_LEN};
 use crate::error::{Error, Result};
@@ -43,8 +43,6 @@ pub struct Journal {
     pending: Mutex<Pending>,
     /// Wakes the writer thread.
     wake: Condvar,
-    /// How far the log is on disk, as a position in the stream of appended bytes.
-    durable: watch::Sender<u64>,
     /// Set when a write or sync failed: the store can no longer promise anything.
     failure: OnceLock<String>,
     /// The generation the writer appends to, and its waiters (compaction).
@@ -68,6 +66,14 @@ struct Pending {
     rotate: Option<(u64, u64)>,
     /// Set by [`Journal::close`]: the writer flushes what is left and ends.
     closed: bool,
+    /// How far the log is on disk, as a position in the stream of appended bytes.
+    durable: u64,
+    /// Requests waiting for a position to be on disk, in order of position (each registers
+    /// the position appended when it asked, under this mutex). The writer wakes exactly those
+    /// its sync covered: no request is woken to find it must sleep again.
+    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Set while the writer sleeps: only then does an append need to wake it.
+    writer_idle: bool,
 }
 
 /// What recovery found: the state to rebuild the lock table from.
@@ -150,9 +156,11 @@ impl Journal {
                 reserved: recovered.max_token,
                 rotate: None,
                 closed: false,
+                durable: 0,
+                waiters: VecDeque::new(),
+                writer_idle: false,
             }),
             wake: Condvar::new(),
-            durable: watch::Sender::new(0),
             failure: OnceLock::new(),
             generation: (Mutex::new(generation), Condvar::new()),
             compact: Mutex::new(compact_tx),
@@ -201,8 +209,11 @@ impl Journal {
         let mut pending = self.pending();
         pending.appended += encoded.len() as u64;
         pending.bytes.extend_from_slice(&encoded);
+        let idle = pending.writer_idle;
         drop(pending);
-        self.wake.notify_one();
+        if idle {
+            self.wake.notify_one();
+        }
     }
 
     /// Called with every new fencing token before it can be answered: keeps a durable
@@ -220,9 +231,20 @@ impl Journal {
 
     /// Resolves once everything appended so far is on disk.
     pub async fn sync(&self) -> Result<()> {
-        let target = self.pending().appended;
-        let mut durable = self.durable.subscribe();
-        let _ = durable.wait_for(|&at| at >= target).await;
+        let on_disk = {
+            let mut pending = self.pending();
+            if pending.durable >= pending.appended {
+                None
+            } else {
+                let (done, on_disk) = oneshot::channel();
+                let target = pending.appended;
+                pending.waiters.push_back((target, done));
+                Some(on_disk)
+            }
+        };
+        if let Some(on_disk) = on_disk {
+            let _ = on_disk.await;
+        }
         match self.failure.get() {
             Some(failure) => Err(Error::Unavailable(format!("the data dir cannot be written: {failure}"))),
             None => Ok(()),
@@ -239,7 +261,24 @@ impl Journal {
     fn fail(&self, failure: String) {
         tracing::error!(%failure, "the journal cannot write; state changes are refused from now on");
         let _ = self.failure.set(failure);
-        self.durable.send_replace(u64::MAX);
+        let mut pending = self.pending();
+        pending.durable = u64::MAX;
+        pending.waiters.clear(); // dropping the senders wakes every waiter, to see the failure
+    }
+
+    /// Records that everything up to `end` is on disk and wakes whoever waited for that.
+    fn mark_durable(&self, end: u64) {
+        let mut done = Vec::new();
+        {
+            let mut pending = self.pending();
+            pending.durable = end;
+            while pending.waiters.front().is_some_and(|(target, _)| *target <= end) {
+                done.extend(pending.waiters.pop_front().map(|(_, waiter)| waiter));
+            }
+        }
+        for waiter in done {
+            let _ = waiter.send(());
+        }
     }
 
     /// The writer thread: takes what has accumulated, writes it, syncs, and says so.
@@ -251,8 +290,10 @@ impl Journal {
             let (bytes, rotate) = {
                 let mut pending = self.pending();
                 while pending.bytes.is_empty() && pending.rotate.is_none() && !pending.closed {
+                    pending.writer_idle = true;
                     pending = self.wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
                 }
+                pending.writer_idle = false;
                 if pending.closed && pending.bytes.is_empty() {
                     return;
                 }
@@ -282,7 +323,7 @@ impl Journal {
             }
             log_bytes += rest.len() as u64;
             flushed = end;
-            self.durable.send_replace(end);
+            self.mark_durable(end);
             if !compaction_requested && log_bytes > self.compact_after {
                 compaction_requested = true;
                 self.request_compaction();

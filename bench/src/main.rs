@@ -1,0 +1,165 @@
+//! `lockserver-bench`: one command that measures lockserver against baselines taken in the
+//! same run, and writes `BENCHMARKS.md`.
+//!
+//! `cargo run --release -p lockserver-bench` builds the release server, starts it (and a bare
+//! actix-web ceiling server, and Redis when installed) on free loopback ports, runs every
+//! scenario with bounded counts and times, and writes the file at the workspace root.
+//! `LOCKSERVER_BENCH_LOCKS` shrinks the held-locks scenario (default 1,000,000);
+//! `LOCKSERVER_BENCH_ONLY=contended,expiries` runs just those (for profiling).
+
+mod bare;
+mod http;
+mod scenarios;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use server::Server;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("bare-server") => {
+            bare::run(args.next().unwrap_or_default()).expect("the bare server");
+            return;
+        }
+        // `cycles ADDR N SECONDS`: one uncontended figure against a running server, for profiling.
+        Some("cycles") => {
+            let (addr, n, secs) =
+                (args.next().expect("ADDR"), args.next().expect("N"), args.next().expect("SECONDS"));
+            let (n, secs): (usize, u64) = (n.parse().expect("N"), secs.parse().expect("SECONDS"));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let scripts = scenarios::cycle_scripts(n, "cycles");
+            let rate = runtime.block_on(scenarios::rounds_per_second(
+                &addr,
+                scripts,
+                std::time::Duration::from_secs(secs),
+            ));
+            println!("{rate:.0} cycles/s");
+            return;
+        }
+        _ => {}
+    }
+    // Thousands of parked connections: raise the descriptor limit as far as allowed.
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard.min(65536), hard);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = std::env::var_os("LOCKSERVER_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "lockserver"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the release server failed");
+        root.join("target/release/lockserver")
+    });
+    let locks =
+        std::env::var("LOCKSERVER_BENCH_LOCKS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let data = std::env::temp_dir().join(format!("lockserver-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("creating the bench data dir");
+
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let body = runtime.block_on(run_all(&binary, &root, &data, locks));
+    let _ = std::fs::remove_dir_all(&data);
+
+    let report = format!(
+        "# Benchmarks\n\nWritten by `cargo run --release -p lockserver-bench` on {}, in {:.0} s.\n\n\
+         Machine: {} cores, {}, {}. Every server under test, the ceiling and the load generator share \
+         this machine, and it is shared and noisy: compare figures only with the baselines beside them, \
+         measured in the same run. Figures marked **MISSED** did not reach their target in this run.\n\n{body}",
+        date(),
+        started.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        memory(),
+        cpu_model(),
+    );
+    let path = root.join("BENCHMARKS.md");
+    std::fs::write(&path, report).expect("writing BENCHMARKS.md");
+    println!("wrote {}", path.display());
+}
+
+/// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some.
+fn wanted(name: &str) -> bool {
+    std::env::var("LOCKSERVER_BENCH_ONLY")
+        .map(|only| only.split(',').any(|n| n.trim() == name))
+        .unwrap_or(true)
+}
+
+async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> String {
+    let mut out = String::new();
+    if !wanted("all") {
+        if wanted("contended") {
+            scenarios::contended(binary, &mut out).await;
+        }
+        if wanted("expiries") {
+            scenarios::expiries(binary, &mut out).await;
+        }
+        return out;
+    }
+    let bare = Server::start(
+        &std::env::current_exe().expect("the bench binary"),
+        &["bare-server", scenarios::SECRET],
+    );
+    eprintln!("generator ceiling...");
+    scenarios::generator_ceiling(&bare, &mut out).await;
+    eprintln!("uncontended...");
+    let rates = scenarios::uncontended(binary, &bare, data, &mut out).await;
+    drop(bare);
+    eprintln!("contended...");
+    scenarios::contended(binary, &mut out).await;
+    eprintln!("parked waiters...");
+    scenarios::parked(binary, &mut out).await;
+    eprintln!("expiries...");
+    scenarios::expiries(binary, &mut out).await;
+    eprintln!("held locks...");
+    scenarios::million(binary, data, locks, &mut out).await;
+    eprintln!("language clients...");
+    scenarios::language_clients(binary, root, &mut out);
+    eprintln!("redis...");
+    scenarios::redis(rates[&(false, 64)], &mut out).await;
+    out
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn date() -> String {
+    command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+fn memory() -> String {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| format!("{:.0} GiB RAM", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default()
+}
