@@ -5,7 +5,7 @@
 //! actix-web ceiling server, and Redis when installed) on free loopback ports, runs every
 //! scenario with bounded counts and times, and writes the file at the workspace root.
 //! `LOCKSERVER_BENCH_LOCKS` shrinks the held-locks scenario (default 1,000,000);
-//! `LOCKSERVER_BENCH_ONLY=contended,expiries` runs just those (for profiling).
+//! `LOCKSERVER_BENCH_ONLY=contended,expiries` runs just those (see `wanted`).
 
 mod bare;
 mod http;
@@ -91,7 +91,9 @@ fn main() {
     println!("wrote {}", path.display());
 }
 
-/// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some.
+/// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
+/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `clients`, `redis`; Redis needs
+/// `uncontended` too).
 fn wanted(name: &str) -> bool {
     std::env::var("LOCKSERVER_BENCH_ONLY")
         .map(|only| only.split(',').any(|n| n.trim() == name))
@@ -100,36 +102,41 @@ fn wanted(name: &str) -> bool {
 
 async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> String {
     let mut out = String::new();
-    if !wanted("all") {
-        if wanted("contended") {
-            scenarios::contended(binary, &mut out).await;
-        }
-        if wanted("expiries") {
-            scenarios::expiries(binary, &mut out).await;
-        }
-        return out;
+    let mut memory_64 = None;
+    if wanted("uncontended") {
+        let bare = Server::start(
+            &std::env::current_exe().expect("the bench binary"),
+            &["bare-server", scenarios::SECRET],
+        );
+        eprintln!("generator ceiling...");
+        scenarios::generator_ceiling(&bare, &mut out).await;
+        eprintln!("uncontended...");
+        memory_64 = Some(scenarios::uncontended(binary, &bare, data, &mut out).await[&(false, 64)]);
     }
-    let bare = Server::start(
-        &std::env::current_exe().expect("the bench binary"),
-        &["bare-server", scenarios::SECRET],
-    );
-    eprintln!("generator ceiling...");
-    scenarios::generator_ceiling(&bare, &mut out).await;
-    eprintln!("uncontended...");
-    let rates = scenarios::uncontended(binary, &bare, data, &mut out).await;
-    drop(bare);
-    eprintln!("contended...");
-    scenarios::contended(binary, &mut out).await;
-    eprintln!("parked waiters...");
-    scenarios::parked(binary, &mut out).await;
-    eprintln!("expiries...");
-    scenarios::expiries(binary, &mut out).await;
-    eprintln!("held locks...");
-    scenarios::million(binary, data, locks, &mut out).await;
-    eprintln!("language clients...");
-    scenarios::language_clients(binary, root, &mut out);
-    eprintln!("redis...");
-    scenarios::redis(rates[&(false, 64)], &mut out).await;
+    if wanted("contended") {
+        eprintln!("contended...");
+        scenarios::contended(binary, &mut out).await;
+    }
+    if wanted("parked") {
+        eprintln!("parked waiters...");
+        scenarios::parked(binary, &mut out).await;
+    }
+    if wanted("expiries") {
+        eprintln!("expiries...");
+        scenarios::expiries(binary, &mut out).await;
+    }
+    if wanted("held") {
+        eprintln!("held locks...");
+        scenarios::million(binary, data, locks, &mut out).await;
+    }
+    if wanted("clients") {
+        eprintln!("language clients...");
+        scenarios::language_clients(binary, root, &mut out);
+    }
+    if let (true, Some(memory_64)) = (wanted("redis"), memory_64) {
+        eprintln!("redis...");
+        scenarios::redis(memory_64, &mut out).await;
+    }
     out
 }
 

@@ -68,7 +68,9 @@ struct Shard {
 
 #[derive(Default)]
 struct ShardState {
-    slots: BTreeMap<Arc<str>, Slot>,
+    /// Boxed: a B-tree filled in name order leaves its nodes half empty, so the entries are
+    /// kept small.
+    slots: BTreeMap<Arc<str>, Box<Slot>>,
     timers: Timers,
 }
 
@@ -80,22 +82,22 @@ struct Timers {
     rearm: bool,
 }
 
-/// Everything the table knows about one resource. Invariant: waiters are queued only while
-/// the lock is held.
+/// Everything the table knows about one resource, kept small: a million of them must fit
+/// in a few hundred megabytes. Invariant: waiters are queued only while the lock is held.
 #[derive(Default)]
 struct Slot {
     holder: Option<Holder>,
-    value: Option<String>,
-    /// While nobody holds the lock: when the value left behind is dropped.
-    value_deadline: Option<Instant>,
-    waiters: VecDeque<Waiter>,
+    /// While held: when the hold expires (`None` without expiry or under a lease). While free:
+    /// when the value left behind is dropped.
+    deadline: Option<Instant>,
+    value: Option<Box<str>>,
+    /// Boxed, and absent unless someone waits: most locks never have a queue.
+    waiters: Option<Box<VecDeque<Waiter>>>,
 }
 
 struct Holder {
-    owner: String,
+    owner: Box<str>,
     token: FencingToken,
-    /// When the hold expires; `None` without expiry or under a lease.
-    deadline: Option<Instant>,
     lease: Option<LeaseId>,
 }
 
@@ -243,7 +245,7 @@ impl LockBackend for EmbeddedBackend {
         for shard in self.shared.shards.iter() {
             let mut state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
             for slot in state.slots.values_mut() {
-                for waiter in slot.waiters.drain(..) {
+                for waiter in slot.take_waiters() {
                     let _ = waiter.reply.send(Err(shutting_down()));
                 }
             }
@@ -295,27 +297,32 @@ impl Shared {
                         (None, Some(deadline_ms)) => instant(deadline_ms).is_some(),
                         (None, None) => true,
                     };
+                    let value = value.map(String::into_boxed_str);
                     if alive {
-                        let deadline = deadline_ms.and_then(instant);
-                        let holder = Holder { owner, token: FencingToken(token), deadline, lease };
-                        Slot { holder: Some(holder), value, value_deadline: None, waiters: VecDeque::new() }
+                        let holder =
+                            Holder { owner: owner.into_boxed_str(), token: FencingToken(token), lease };
+                        Slot {
+                            holder: Some(holder),
+                            deadline: deadline_ms.and_then(instant),
+                            value,
+                            waiters: None,
+                        }
                     } else {
                         // Expired while the server was down: the value stays for the next holder.
                         let ended_ms = deadline_ms.unwrap_or(wall).min(wall);
-                        let value_deadline = instant(ended_ms + retention_ms);
-                        let value = value.filter(|_| value_deadline.is_some());
+                        let deadline = instant(ended_ms + retention_ms);
                         Slot {
                             holder: None,
-                            value_deadline: value.as_ref().and(value_deadline),
-                            value,
-                            waiters: VecDeque::new(),
+                            value: value.filter(|_| deadline.is_some()),
+                            deadline,
+                            waiters: None,
                         }
                     }
                 }
                 Record::Free { value, value_deadline_ms, .. } => {
-                    let value_deadline = value_deadline_ms.and_then(instant);
-                    let value = value.filter(|_| value_deadline.is_some() || value_deadline_ms.is_none());
-                    Slot { holder: None, value, value_deadline, waiters: VecDeque::new() }
+                    let deadline = value_deadline_ms.and_then(instant);
+                    let value = value.filter(|_| deadline.is_some() || value_deadline_ms.is_none());
+                    Slot { holder: None, value: value.map(String::into_boxed_str), deadline, waiters: None }
                 }
                 _ => continue,
             };
@@ -324,7 +331,7 @@ impl Shared {
             }
             let mut state = self.shard_of(&key).state.lock().unwrap_or_else(PoisonError::into_inner);
             state.timers.update(&key, None, slot.timer_deadline());
-            state.slots.insert(key, slot);
+            state.slots.insert(key, Box::new(slot));
         }
     }
 
@@ -359,7 +366,7 @@ impl Shared {
             Some((key, _)) => key.clone(),
             None => {
                 let key: Arc<str> = Arc::from(name);
-                state.slots.insert(key.clone(), Slot::default());
+                state.slots.insert(key.clone(), Box::default());
                 key
             }
         };
@@ -418,8 +425,9 @@ impl Shared {
         let lifetime = Lifetime::Lease(ended.id);
         for name in &ended.waiting {
             self.with_slot(name, |cx| {
-                let (refused, kept) = cx.slot.waiters.drain(..).partition(|w| w.lifetime == lifetime);
-                cx.slot.waiters = kept;
+                let (refused, kept): (Vec<_>, Vec<_>) =
+                    cx.slot.take_waiters().into_iter().partition(|w| w.lifetime == lifetime);
+                kept.into_iter().for_each(|waiter| cx.slot.queue().push_back(waiter));
                 for waiter in refused {
                     let _ = waiter.reply.send(Err(Error::NoSuchLease));
                 }
@@ -469,12 +477,12 @@ struct SlotCx<'a> {
 impl SlotCx<'_> {
     /// Expires a hold whose deadline has passed and drops a value whose retention has ended.
     fn settle(&mut self) {
-        if self.slot.holder.as_ref().and_then(|h| h.deadline).is_some_and(|at| at <= self.now) {
+        if self.slot.holder.is_some() && self.slot.deadline.is_some_and(|at| at <= self.now) {
             self.end_hold(true);
         }
-        if self.slot.holder.is_none() && self.slot.value_deadline.is_some_and(|at| at <= self.now) {
+        if self.slot.holder.is_none() && self.slot.deadline.is_some_and(|at| at <= self.now) {
             self.slot.value = None;
-            self.slot.value_deadline = None;
+            self.slot.deadline = None;
             self.dirty = true;
         }
     }
@@ -489,7 +497,7 @@ impl SlotCx<'_> {
         let Some(holder) = &self.slot.holder else {
             return self.grant(owner, lifetime, value).map(Acquired::Granted);
         };
-        if holder.owner == owner {
+        if *holder.owner == *owner {
             return self.renew(lifetime, value).map(Acquired::Granted);
         }
         if !may_queue {
@@ -503,7 +511,7 @@ impl SlotCx<'_> {
         }
         let id = self.shared.last_waiter.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, receiver) = oneshot::channel();
-        self.slot.waiters.push_back(Waiter { id, owner, lifetime, value, reply });
+        self.slot.queue().push_back(Waiter { id, owner, lifetime, value, reply });
         Ok(Acquired::Queued { name: self.name.clone(), id, reply: receiver })
     }
 
@@ -511,15 +519,15 @@ impl SlotCx<'_> {
     fn grant(&mut self, owner: String, lifetime: Lifetime, value: Option<String>) -> Result<Grant> {
         debug_assert!(self.slot.holder.is_none());
         let (deadline, lease) = self.bind(&lifetime)?;
-        if value.is_some() {
-            self.slot.value = value;
+        if let Some(value) = value {
+            self.slot.value = Some(value.into_boxed_str());
         }
-        self.slot.value_deadline = None;
+        self.slot.deadline = deadline;
         let token = FencingToken(self.shared.last_token.fetch_add(1, Ordering::SeqCst) + 1);
         if let Some(journal) = &self.shared.journal {
             journal.note_token(token.0);
         }
-        self.slot.holder = Some(Holder { owner, token, deadline, lease });
+        self.slot.holder = Some(Holder { owner: owner.into_boxed_str(), token, lease });
         self.dirty = true;
         Ok(self.grant_info())
     }
@@ -531,10 +539,10 @@ impl SlotCx<'_> {
         if let Some(old) = holder.lease.take().filter(|old| lease.as_ref() != Some(old)) {
             self.shared.leases.detach(&old, self.name);
         }
-        holder.deadline = deadline;
         holder.lease = lease;
-        if value.is_some() {
-            self.slot.value = value;
+        self.slot.deadline = deadline;
+        if let Some(value) = value {
+            self.slot.value = Some(value.into_boxed_str());
         }
         self.dirty = true;
         Ok(self.grant_info())
@@ -556,18 +564,18 @@ impl SlotCx<'_> {
         let holder = self.slot.holder.as_ref().expect("a grant describes a held lock");
         Grant {
             resource: self.name.to_string(),
-            owner: holder.owner.clone(),
+            owner: holder.owner.to_string(),
             token: holder.token,
-            expires_in: holder.expires_in(self.shared, self.now),
-            value: self.slot.value.clone(),
+            expires_in: holder.expires_in(self.slot.deadline, self.shared, self.now),
+            value: self.slot.value.as_deref().map(str::to_string),
         }
     }
 
     fn locked(&self) -> Error {
         match &self.slot.holder {
             Some(holder) => Error::Locked {
-                owner: holder.owner.clone(),
-                expires_in: holder.expires_in(self.shared, self.now),
+                owner: holder.owner.to_string(),
+                expires_in: holder.expires_in(self.slot.deadline, self.shared, self.now),
             },
             None => Error::NotHeld,
         }
@@ -580,7 +588,7 @@ impl SlotCx<'_> {
     /// Succeeds when `owner` holds the lock (under `token`, when given).
     fn check_holder(&self, owner: &str, token: Option<FencingToken>) -> Result<&Holder> {
         let holder = self.slot.holder.as_ref().ok_or(Error::NotHeld)?;
-        if holder.owner != owner || token.is_some_and(|token| token != holder.token) {
+        if *holder.owner != *owner || token.is_some_and(|token| token != holder.token) {
             return Err(Error::NotOwner);
         }
         Ok(holder)
@@ -593,22 +601,23 @@ impl SlotCx<'_> {
                 "this lock lives as long as its lease: keep the lease alive instead of refreshing its expiry",
             ));
         }
-        let holder = self.slot.holder.as_mut().expect("checked above");
         if let Some(expire) = request.expire {
-            holder.deadline = Some(self.now + expire);
+            self.slot.deadline = Some(self.now + expire);
         }
-        if request.value.is_some() {
-            self.slot.value = request.value.clone();
+        if let Some(value) = &request.value {
+            self.slot.value = Some(value.as_str().into());
         }
         self.dirty = true;
         let holder = self.slot.holder.as_ref().expect("checked above");
-        Ok(Refreshed { token: holder.token, expires_in: holder.expires_in(self.shared, self.now) })
+        let expires_in = holder.expires_in(self.slot.deadline, self.shared, self.now);
+        Ok(Refreshed { token: holder.token, expires_in })
     }
 
     /// Ends the current hold and hands the lock to the head waiter. The value stays for the
     /// next holder when `keep_value` (always on expiry: the holder may have died mid-job).
     fn end_hold(&mut self, keep_value: bool) {
         let Some(holder) = self.slot.holder.take() else { return };
+        self.slot.deadline = None;
         self.dirty = true;
         if let Some(lease) = &holder.lease {
             self.shared.leases.detach(lease, self.name);
@@ -618,13 +627,13 @@ impl SlotCx<'_> {
         }
         self.promote();
         if self.slot.holder.is_none() && self.slot.value.is_some() {
-            self.slot.value_deadline = Some(self.now + self.shared.value_retention);
+            self.slot.deadline = Some(self.now + self.shared.value_retention);
         }
     }
 
     /// Grants the free lock to the first waiter still there, in arrival order.
     fn promote(&mut self) {
-        while let Some(waiter) = self.slot.waiters.pop_front() {
+        while let Some(waiter) = self.slot.next_waiter() {
             if waiter.reply.is_closed() {
                 continue;
             }
@@ -636,6 +645,7 @@ impl SlotCx<'_> {
             if granted {
                 // The waiter left between the check and the send: take the grant back.
                 let holder = self.slot.holder.take().expect("just granted");
+                self.slot.deadline = None;
                 if let Some(lease) = &holder.lease {
                     self.shared.leases.detach(lease, self.name);
                 }
@@ -645,8 +655,7 @@ impl SlotCx<'_> {
 
     /// A queued waiter's time ran out: leave the queue, unless the lock was granted meanwhile.
     fn give_up(&mut self, id: u64, reply: &mut oneshot::Receiver<Result<Grant>>) -> Result<Grant> {
-        if let Some(position) = self.slot.waiters.iter().position(|w| w.id == id) {
-            self.slot.waiters.remove(position);
+        if self.slot.remove_waiter(id) {
             return Err(self.locked());
         }
         reply.try_recv().unwrap_or_else(|_| Err(shutting_down()))
@@ -654,8 +663,7 @@ impl SlotCx<'_> {
 
     /// A queued waiter went away: leave the queue, and give back a grant it never saw.
     fn cancel(&mut self, id: u64, reply: &mut oneshot::Receiver<Result<Grant>>) {
-        if let Some(position) = self.slot.waiters.iter().position(|w| w.id == id) {
-            self.slot.waiters.remove(position);
+        if self.slot.remove_waiter(id) {
             return;
         }
         if let Ok(Ok(grant)) = reply.try_recv() {
@@ -669,10 +677,43 @@ impl SlotCx<'_> {
 impl Slot {
     /// The one deadline the shard's timers track for this slot.
     fn timer_deadline(&self) -> Option<Instant> {
-        match &self.holder {
-            Some(holder) => holder.deadline,
-            None => self.value_deadline,
+        self.deadline
+    }
+
+    /// The waiter queue, created on first use.
+    fn queue(&mut self) -> &mut VecDeque<Waiter> {
+        self.waiters.get_or_insert_with(Box::default)
+    }
+
+    /// How many requests are queued.
+    fn waiting(&self) -> usize {
+        self.waiters.as_ref().map_or(0, |queue| queue.len())
+    }
+
+    /// The first waiter, removed from the queue (dropped once empty).
+    fn next_waiter(&mut self) -> Option<Waiter> {
+        let queue = self.waiters.as_mut()?;
+        let waiter = queue.pop_front();
+        if queue.is_empty() {
+            self.waiters = None;
         }
+        waiter
+    }
+
+    /// Removes the waiter `id` if it is still queued.
+    fn remove_waiter(&mut self, id: u64) -> bool {
+        let Some(queue) = self.waiters.as_mut() else { return false };
+        let Some(position) = queue.iter().position(|w| w.id == id) else { return false };
+        queue.remove(position);
+        if queue.is_empty() {
+            self.waiters = None;
+        }
+        true
+    }
+
+    /// Every waiter, in order, leaving the queue empty.
+    fn take_waiters(&mut self) -> VecDeque<Waiter> {
+        self.waiters.take().map(|queue| *queue).unwrap_or_default()
     }
 
     /// The slot's state as a journal record (deadlines on the wall clock).
@@ -681,43 +722,43 @@ impl Slot {
         match &self.holder {
             Some(holder) => Record::Hold {
                 resource: name.to_string(),
-                owner: holder.owner.clone(),
+                owner: holder.owner.to_string(),
                 token: holder.token.0,
-                deadline_ms: holder.deadline.map(wall),
+                deadline_ms: self.deadline.map(wall),
                 lease: holder.lease.as_ref().map(|lease| lease.0.clone()),
-                value: self.value.clone(),
+                value: self.value.as_deref().map(str::to_string),
             },
             None => Record::Free {
                 resource: name.to_string(),
-                value: self.value.clone(),
-                value_deadline_ms: self.value_deadline.map(wall),
+                value: self.value.as_deref().map(str::to_string),
+                value_deadline_ms: self.deadline.map(wall),
             },
         }
     }
 
     fn is_vacant(&self) -> bool {
-        self.holder.is_none() && self.value.is_none() && self.waiters.is_empty()
+        self.holder.is_none() && self.value.is_none() && self.waiters.is_none()
     }
 
     /// The held lock as inspection shows it; `None` when free or past its deadline.
     fn info(&self, name: &str, shared: &Shared, now: Instant) -> Option<LockInfo> {
-        let holder = self.holder.as_ref().filter(|h| h.deadline.is_none_or(|at| at > now))?;
+        let holder = self.holder.as_ref().filter(|_| self.deadline.is_none_or(|at| at > now))?;
         Some(LockInfo {
             resource: name.to_string(),
-            owner: holder.owner.clone(),
+            owner: holder.owner.to_string(),
             token: holder.token,
-            expires_in: holder.expires_in(shared, now),
-            value: self.value.clone(),
-            waiters: self.waiters.len(),
+            expires_in: holder.expires_in(self.deadline, shared, now),
+            value: self.value.as_deref().map(str::to_string),
+            waiters: self.waiting(),
             lease: holder.lease.clone(),
         })
     }
 }
 
 impl Holder {
-    /// Time left on the hold: until its deadline, or its lease's; `None` when unbounded.
-    fn expires_in(&self, shared: &Shared, now: Instant) -> Option<Duration> {
-        match (&self.lease, self.deadline) {
+    /// Time left on the hold: until its `deadline`, or its lease's; `None` when unbounded.
+    fn expires_in(&self, deadline: Option<Instant>, shared: &Shared, now: Instant) -> Option<Duration> {
+        match (&self.lease, deadline) {
             (Some(lease), _) => Some(shared.leases.expires_in(lease, now).unwrap_or_default()),
             (None, Some(at)) => Some(at.saturating_duration_since(now)),
             (None, None) => None,
