@@ -91,7 +91,9 @@ struct Slot {
     /// when the value left behind is dropped.
     deadline: Option<Instant>,
     value: Option<Box<str>>,
-    /// Boxed, and absent unless someone waits: most locks never have a queue.
+    /// Boxed, and absent unless someone waits: most locks never have a queue, and the box
+    /// keeps the slot 24 bytes smaller than an empty `VecDeque` would.
+    #[allow(clippy::box_collection)]
     waiters: Option<Box<VecDeque<Waiter>>>,
 }
 
