@@ -115,19 +115,10 @@ impl LockserverClient {
     /// A client; what `options` leaves out comes from the environment.
     #[napi(constructor)]
     pub fn new(options: Option<ClientOptions>) -> Result<Self> {
-        let mut builder = Client::builder();
-        if let Some(options) = options {
-            if let Some(addr) = options.addr {
-                builder = builder.addr(addr);
-            }
-            if let Some(owner) = options.owner {
-                builder = builder.owner(owner);
-            }
-            if let Some(secret) = options.secret {
-                builder = builder.secret(secret);
-            }
-        }
-        Ok(LockserverClient { client: builder.build().map_err(to_js)? })
+        let ClientOptions { addr, owner, secret } =
+            options.unwrap_or(ClientOptions { addr: None, owner: None, secret: None });
+        let client = Client::builder().options(addr, owner, secret).build().map_err(to_js)?;
+        Ok(LockserverClient { client })
     }
 
     /// This client's owner id.

@@ -55,17 +55,8 @@ impl LockserverClient {
     #[new]
     #[pyo3(signature = (addr=None, owner=None, secret=None))]
     fn new(addr: Option<String>, owner: Option<String>, secret: Option<String>) -> PyResult<Self> {
-        let mut builder = Client::builder();
-        if let Some(addr) = addr {
-            builder = builder.addr(addr);
-        }
-        if let Some(owner) = owner {
-            builder = builder.owner(owner);
-        }
-        if let Some(secret) = secret {
-            builder = builder.secret(secret);
-        }
-        Ok(LockserverClient { client: builder.build().map_err(errors::to_py)? })
+        let client = Client::builder().options(addr, owner, secret).build().map_err(errors::to_py)?;
+        Ok(LockserverClient { client })
     }
 
     /// This client's owner id.

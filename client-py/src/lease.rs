@@ -7,7 +7,7 @@ use std::time::Duration;
 use lockserver_client::{Client, Error, Shared};
 use pyo3::prelude::*;
 
-use crate::{awaitable, errors, wait};
+use crate::{awaitable, errors, exit, exit_async, wait};
 
 /// A lease. `with client.lease(ttl) as lease:` grants it, keeps it alive in the background,
 /// and revokes it at the end of the block, releasing every lock acquired under it.
@@ -72,11 +72,7 @@ impl Lease {
         _exc: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let revoked = wait(py, self.revoke_call());
-        if exc_type.is_none() {
-            revoked?;
-        }
-        Ok(false)
+        exit(py, self.revoke_call(), exc_type)
     }
 
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -94,14 +90,7 @@ impl Lease {
         _exc: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (revoke, raise) = (self.revoke_call(), exc_type.is_none());
-        awaitable(py, async move {
-            let revoked = revoke.await;
-            if raise {
-                revoked?;
-            }
-            Ok(false)
-        })
+        exit_async(py, self.revoke_call(), exc_type)
     }
 
     /// The lease id (raises `NoSuchLease` before it is granted).

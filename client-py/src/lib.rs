@@ -34,6 +34,38 @@ where
     pyo3_async_runtimes::tokio::future_into_py(py, async move { call.await.map_err(errors::to_py) })
 }
 
+/// `__exit__`: ends the lock or lease, raising what went wrong only when the block itself
+/// did not raise (never hiding the block's own exception); never swallows it (`False`).
+fn exit<F>(py: Python<'_>, end: F, exc_type: Option<&Bound<'_, PyAny>>) -> PyResult<bool>
+where
+    F: Future<Output = Result<(), Error>> + Send,
+{
+    let ended = wait(py, end);
+    if exc_type.is_none() {
+        ended?;
+    }
+    Ok(false)
+}
+
+/// `__aexit__`: [`exit`] as an awaitable.
+fn exit_async<'py, F>(
+    py: Python<'py>,
+    end: F,
+    exc_type: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let raise = exc_type.is_none();
+    awaitable(py, async move {
+        let ended = end.await;
+        if raise {
+            ended?;
+        }
+        Ok(false)
+    })
+}
+
 /// Seconds from Python (`None` stays `None`) as a duration; `ValueError` when negative.
 fn seconds(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>> {
     secs.map(|secs| {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lockserver_client::{Client, Error, LockBuilder, LockGuard, Shared};
 use pyo3::prelude::*;
 
-use crate::{awaitable, wait};
+use crate::{awaitable, exit, exit_async, wait};
 
 /// What a `Lock` asks for.
 #[derive(Clone)]
@@ -117,11 +117,7 @@ impl Lock {
         _exc: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let released = wait(py, self.release_call());
-        if exc_type.is_none() {
-            released?;
-        }
-        Ok(false)
+        exit(py, self.release_call(), exc_type)
     }
 
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -139,14 +135,7 @@ impl Lock {
         _exc: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (release, raise) = (self.release_call(), exc_type.is_none());
-        awaitable(py, async move {
-            let released = release.await;
-            if raise {
-                released?;
-            }
-            Ok(false)
-        })
+        exit_async(py, self.release_call(), exc_type)
     }
 
     /// The lock's name.

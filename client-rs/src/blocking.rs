@@ -115,14 +115,7 @@ impl crate::ScopedLock for Client {
         non_blocking: bool,
         expire: Option<Duration>,
     ) -> Result<LockGuard> {
-        let mut lock = self.lock(resource);
-        if let Some(expire) = expire {
-            lock = lock.expire(expire);
-        }
-        if non_blocking {
-            lock = lock.wait(Duration::ZERO);
-        }
-        lock.acquire()
+        self.lock(resource).for_scope(non_blocking, expire).acquire()
     }
 }
 

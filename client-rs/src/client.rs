@@ -72,6 +72,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets whichever of the address, owner and secret are given; the others still come from
+    /// the environment. (What the reference API and the bindings' constructors take.)
+    pub fn options(mut self, addr: Option<String>, owner: Option<String>, secret: Option<String>) -> Self {
+        self.addr = addr.or(self.addr);
+        self.owner = owner.or(self.owner);
+        self.secret = secret.or(self.secret);
+        self
+    }
+
     /// How many times a call is retried after a transport error (default 3).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
@@ -156,6 +165,13 @@ struct Call<'a> {
     retry: Retry,
 }
 
+impl<'a> Call<'a> {
+    /// A call that may be repeated after a transport error and asks for no server-side wait.
+    fn idempotent(method: Method, path: &'a str, body: Option<Value>) -> Self {
+        Call { method, path, body, wait: Duration::ZERO, retry: Retry::Idempotent }
+    }
+}
+
 impl Client {
     /// A builder; see [`ClientBuilder`].
     pub fn builder() -> ClientBuilder {
@@ -198,16 +214,7 @@ impl Client {
     /// Describes `resource` if it is held; `None` when it is free.
     pub async fn inspect(&self, resource: &str) -> Result<Option<LockInfo>> {
         let path = format!("/locks/{}", encode(resource));
-        match self
-            .call(Call {
-                method: Method::GET,
-                path: &path,
-                body: None,
-                wait: Duration::ZERO,
-                retry: Retry::Idempotent,
-            })
-            .await
-        {
+        match self.call(Call::idempotent(Method::GET, &path, None)).await {
             Ok(info) => Ok(Some(info)),
             Err(Error::NotHeld) => Ok(None),
             Err(error) => Err(error),
@@ -220,14 +227,7 @@ impl Client {
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode(after)));
         }
-        self.call(Call {
-            method: Method::GET,
-            path: &path,
-            body: None,
-            wait: Duration::ZERO,
-            retry: Retry::Idempotent,
-        })
-        .await
+        self.call(Call::idempotent(Method::GET, &path, None)).await
     }
 
     /// One `POST /acquire`: the low-level call under [`LockBuilder`]. Idempotent for a given
@@ -271,13 +271,7 @@ impl Client {
         if keep_value {
             body["keep_value"] = json!(true);
         }
-        let call = Call {
-            method: Method::POST,
-            path: "/release",
-            body: Some(body),
-            wait: Duration::ZERO,
-            retry: Retry::Idempotent,
-        };
+        let call = Call::idempotent(Method::POST, "/release", Some(body));
         match self.call_counting_retries::<Value>(call).await {
             (Ok(_), _) | (Err(Error::NotHeld), true) => Ok(()),
             (Err(error), _) => Err(error),
@@ -303,14 +297,7 @@ impl Client {
         if let Some(value) = value {
             body["value"] = json!(value);
         }
-        self.call(Call {
-            method: Method::POST,
-            path: "/refresh",
-            body: Some(body),
-            wait: Duration::ZERO,
-            retry: Retry::Idempotent,
-        })
-        .await
+        self.call(Call::idempotent(Method::POST, "/refresh", Some(body))).await
     }
 
     /// `POST /leases`. Not idempotent: retried only when the request never left.
@@ -329,15 +316,7 @@ impl Client {
     /// `POST /leases/{id}/keepalive`; returns the restored time to live.
     pub async fn keepalive_raw(&self, lease: &str) -> Result<Duration> {
         let path = format!("/leases/{}/keepalive", encode(lease));
-        let answer: Keepalive = self
-            .call(Call {
-                method: Method::POST,
-                path: &path,
-                body: None,
-                wait: Duration::ZERO,
-                retry: Retry::Idempotent,
-            })
-            .await?;
+        let answer: Keepalive = self.call(Call::idempotent(Method::POST, &path, None)).await?;
         Ok(answer.ttl)
     }
 
@@ -345,13 +324,7 @@ impl Client {
     /// the lease already gone counts as revoked.
     pub async fn revoke_raw(&self, lease: &str) -> Result<()> {
         let path = format!("/leases/{}", encode(lease));
-        let call = Call {
-            method: Method::DELETE,
-            path: &path,
-            body: None,
-            wait: Duration::ZERO,
-            retry: Retry::Idempotent,
-        };
+        let call = Call::idempotent(Method::DELETE, &path, None);
         match self.call_counting_retries::<Value>(call).await {
             (Ok(_), _) | (Err(Error::NoSuchLease), true) => Ok(()),
             (Err(error), _) => Err(error),
@@ -361,14 +334,7 @@ impl Client {
     /// `GET /leases/{id}`.
     pub async fn lease_info(&self, lease: &str) -> Result<LeaseInfo> {
         let path = format!("/leases/{}", encode(lease));
-        self.call(Call {
-            method: Method::GET,
-            path: &path,
-            body: None,
-            wait: Duration::ZERO,
-            retry: Retry::Idempotent,
-        })
-        .await
+        self.call(Call::idempotent(Method::GET, &path, None)).await
     }
 
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {

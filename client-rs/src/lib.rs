@@ -148,14 +148,7 @@ pub mod __private {
         non_blocking: bool,
         expire: Option<Duration>,
     ) -> Result<LockGuard> {
-        let mut lock = client.lock(resource);
-        if let Some(expire) = expire {
-            lock = lock.expire(expire);
-        }
-        if non_blocking {
-            lock = lock.wait(Duration::ZERO);
-        }
-        lock.acquire().await
+        client.lock(resource).for_scope(non_blocking, expire).acquire().await
     }
 }
 

@@ -76,6 +76,19 @@ impl<M> LockBuilder<M> {
         self
     }
 
+    /// The options of a `lock_scope!`: no waiting at all when `non_blocking`, and an expiry
+    /// kept alive meanwhile when given.
+    #[doc(hidden)]
+    pub fn for_scope(mut self, non_blocking: bool, expire: Option<Duration>) -> Self {
+        if let Some(expire) = expire {
+            self = self.expire(expire);
+        }
+        if non_blocking {
+            self = self.wait(Duration::ZERO);
+        }
+        self
+    }
+
     pub(crate) async fn acquire_until(mut self, until: Option<Instant>) -> Result<LockGuard> {
         loop {
             let now = Instant::now();

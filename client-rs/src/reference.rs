@@ -36,16 +36,11 @@ impl LockserverClient {
         owner: Option<impl Into<String>>,
         secret: Option<impl Into<String>>,
     ) -> Self {
-        let mut builder = crate::ClientBuilder::default();
-        if let Some(addr) = addr {
-            builder = builder.addr(addr);
-        }
-        if let Some(owner) = owner {
-            builder = builder.owner(owner);
-        }
-        if let Some(secret) = secret {
-            builder = builder.secret(secret);
-        }
+        let builder = crate::ClientBuilder::default().options(
+            addr.map(Into::into),
+            owner.map(Into::into),
+            secret.map(Into::into),
+        );
         // Building fails only if the platform's HTTP stack cannot start at all.
         let client = builder.build_blocking().expect("building the lockserver HTTP client");
         LockserverClient { client }
@@ -100,13 +95,7 @@ impl Client {
         mode: LockMode,
         expire: Option<Duration>,
     ) -> Result<()> {
-        let mut lock = self.lock(resource).owner(self.owner());
-        if let Some(expire) = expire {
-            lock = lock.expire(expire);
-        }
-        if mode == LockMode::NonBlocking {
-            lock = lock.wait(Duration::ZERO);
-        }
+        let lock = self.lock(resource).owner(self.owner()).for_scope(mode == LockMode::NonBlocking, expire);
         lock.acquire().await.map(|guard| {
             guard.detach();
         })
