@@ -261,9 +261,15 @@ impl Journal {
     fn fail(&self, failure: String) {
         tracing::error!(%failure, "the journal cannot write; state changes are refused from now on");
         let _ = self.failure.set(failure);
-        let mut pending = self.pending();
-        pending.durable = u64::MAX;
-        pending.waiters.clear(); // dropping the senders wakes every waiter, to see the failure
+        {
+            let mut pending = self.pending();
+            pending.durable = u64::MAX;
+            pending.waiters.clear(); // dropping the senders wakes every waiter, to see the failure
+        }
+        // A compaction waiting for the writer to switch logs must see the failure too.
+        let (current, changed) = &self.generation;
+        drop(current.lock().unwrap_or_else(PoisonError::into_inner));
+        changed.notify_all();
     }
 
     /// Records that everything up to `end` is on disk and wakes whoever waited for that.
