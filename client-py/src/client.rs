@@ -1,5 +1,7 @@
 //! `LockserverClient`: the reference methods, and the factories of locks and leases.
 
+use std::future::Future;
+
 use lockserver_client::{Client, Error, LockMode};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -50,6 +52,26 @@ fn acquired(outcome: Result<(), Error>) -> Result<bool, Error> {
     }
 }
 
+impl LockserverClient {
+    /// The reference acquire: resolves true when held, false when a non-blocking try found the
+    /// lock held elsewhere.
+    fn acquire_call(
+        &self,
+        resource: String,
+        blocking: bool,
+        expire: Option<f64>,
+    ) -> PyResult<impl Future<Output = Result<bool, Error>> + Send + 'static> {
+        let (client, expire) = (self.client.clone(), seconds("expire", expire)?);
+        Ok(async move { acquired(client.acquire_as_owner(&resource, mode(blocking), expire).await) })
+    }
+
+    /// The reference release.
+    fn release_call(&self, resource: String) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let client = self.client.clone();
+        async move { client.release_as_owner(&resource).await }
+    }
+}
+
 #[pymethods]
 impl LockserverClient {
     #[new]
@@ -81,8 +103,7 @@ impl LockserverClient {
         blocking: bool,
         expire: Option<f64>,
     ) -> PyResult<bool> {
-        let (client, expire) = (self.client.clone(), seconds("expire", expire)?);
-        wait(py, async move { acquired(client.acquire_as_owner(&resource, mode(blocking), expire).await) })
+        wait(py, self.acquire_call(resource, blocking, expire)?)
     }
 
     /// `acquire` as an awaitable.
@@ -94,23 +115,17 @@ impl LockserverClient {
         blocking: bool,
         expire: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (client, expire) = (self.client.clone(), seconds("expire", expire)?);
-        awaitable(
-            py,
-            async move { acquired(client.acquire_as_owner(&resource, mode(blocking), expire).await) },
-        )
+        awaitable(py, self.acquire_call(resource, blocking, expire)?)
     }
 
     /// Releases `resource` held by this client's owner.
     fn release(&self, py: Python<'_>, resource: String) -> PyResult<()> {
-        let client = self.client.clone();
-        wait(py, async move { client.release_as_owner(&resource).await })
+        wait(py, self.release_call(resource))
     }
 
     /// `release` as an awaitable.
     fn release_async<'py>(&self, py: Python<'py>, resource: String) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.client.clone();
-        awaitable(py, async move { client.release_as_owner(&resource).await })
+        awaitable(py, self.release_call(resource))
     }
 
     /// A lock on `resource`, acquired by `with` (or `async with`) and released at its end.
