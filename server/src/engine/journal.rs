@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +44,9 @@ pub struct Journal {
     pending: Mutex<Pending>,
     /// Wakes the writer thread.
     wake: Condvar,
+    /// Tokens up to this are reserved durably (or will be, before any is answered). Read
+    /// without the pending mutex on every grant; raised only under it.
+    reserved: AtomicU64,
     /// Set when a write or sync failed: the store can no longer promise anything.
     failure: OnceLock<String>,
     /// The generation the writer appends to, and its waiters (compaction).
@@ -60,8 +64,6 @@ struct Pending {
     bytes: Vec<u8>,
     /// Position after the last appended byte.
     appended: u64,
-    /// Tokens up to this are reserved durably (or will be, before any is answered).
-    reserved: u64,
     /// Switch to log generation `.1` at position `.0`.
     rotate: Option<(u64, u64)>,
     /// Set by [`Journal::close`]: the writer flushes what is left and ends.
@@ -153,7 +155,6 @@ impl Journal {
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
                 appended: 0,
-                reserved: recovered.max_token,
                 rotate: None,
                 closed: false,
                 durable: 0,
@@ -161,6 +162,7 @@ impl Journal {
                 writer_idle: false,
             }),
             wake: Condvar::new(),
+            reserved: AtomicU64::new(recovered.max_token),
             failure: OnceLock::new(),
             generation: (Mutex::new(generation), Condvar::new()),
             compact: Mutex::new(compact_tx),
@@ -219,13 +221,19 @@ impl Journal {
     /// Called with every new fencing token before it can be answered: keeps a durable
     /// reservation well ahead of it, so no token is ever issued twice across restarts.
     pub fn note_token(&self, token: u64) {
+        if token + TOKEN_BLOCK / 2 <= self.reserved.load(Ordering::Acquire) {
+            return; // the common case: well inside the current reservation
+        }
         let mut pending = self.pending();
-        if token + TOKEN_BLOCK / 2 > pending.reserved {
-            pending.reserved = token + TOKEN_BLOCK;
+        if token + TOKEN_BLOCK / 2 > self.reserved.load(Ordering::Acquire) {
+            let ceiling = token + TOKEN_BLOCK;
             let mut encoded = Vec::new();
-            Record::Reserve { ceiling: pending.reserved }.encode_into(&mut encoded);
+            Record::Reserve { ceiling }.encode_into(&mut encoded);
             pending.appended += encoded.len() as u64;
             pending.bytes.extend_from_slice(&encoded);
+            // Raised after the record is queued, under the mutex: no token above the old
+            // ceiling can be journaled before its reservation.
+            self.reserved.store(ceiling, Ordering::Release);
         }
     }
 
@@ -370,7 +378,7 @@ impl Journal {
                 failed = out.write_all(&buffer).err();
             }
         });
-        let reserved = self.pending().reserved;
+        let reserved = self.reserved.load(Ordering::Acquire);
         buffer.clear();
         Record::Reserve { ceiling: reserved }.encode_into(&mut buffer);
         if let Some(error) = failed.or_else(|| out.write_all(&buffer).err()) {
