@@ -147,11 +147,6 @@ impl TestServer {
         Api::new(&self.base, &self.secret)
     }
 
-    /// The process id, for signals.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Kills the process with SIGKILL (a crash) and waits for it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -259,11 +254,6 @@ impl Api {
     /// The same client sending another secret (or none, when empty).
     pub fn with_secret(&self, secret: &str) -> Api {
         Api { secret: secret.to_string(), ..self.clone() }
-    }
-
-    /// The underlying HTTP client.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
     }
 
     /// The full URL of `path`.
