@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use etcd_client::{Certificate, Identity, TlsOptions};
+
+use crate::engine::EtcdOptions;
 use crate::http::Secrets;
 
 /// lockserver: a distributed lock service with fencing tokens, FIFO waiting, leases and
@@ -56,9 +59,51 @@ pub struct Config {
     #[arg(long, env = "LOCKSERVER_COMPACT_AFTER", default_value_t = 64 << 20)]
     pub compact_after: u64,
 
+    /// Which backend keeps the locks: `embedded` (this process, see --storage) or `etcd`
+    /// (an etcd cluster shared by every lockserver on the same endpoints and prefix).
+    #[arg(long, env = "LOCKSERVER_BACKEND", value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
+
+    /// The etcd members' URLs, comma-separated (`http://h1:2379,http://h2:2379`).
+    #[arg(long, env = "LOCKSERVER_ETCD_ENDPOINTS", value_delimiter = ',', required_if_eq("backend", "etcd"))]
+    pub etcd_endpoints: Vec<String>,
+
+    /// The prefix of every etcd key this lock space uses.
+    #[arg(long, env = "LOCKSERVER_ETCD_PREFIX", default_value = "lockserver/")]
+    pub etcd_prefix: String,
+
+    /// The etcd user, when etcd's authentication is on (with --etcd-password).
+    #[arg(long, env = "LOCKSERVER_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+
+    /// The etcd user's password.
+    #[arg(long, env = "LOCKSERVER_ETCD_PASSWORD", hide_env_values = true, requires = "etcd_user")]
+    pub etcd_password: Option<String>,
+
+    /// A PEM file of the CA that signed etcd's certificates (for https:// endpoints).
+    #[arg(long, env = "LOCKSERVER_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// A PEM client certificate for etcd (with --etcd-key-file).
+    #[arg(long, env = "LOCKSERVER_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --etcd-cert-file.
+    #[arg(long, env = "LOCKSERVER_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "LOCKSERVER_WORKERS")]
     pub workers: Option<usize>,
+}
+
+/// Which backend keeps the locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// In this process: durable or in memory, as --storage says.
+    Embedded,
+    /// In an etcd cluster; this server is a stateless gateway.
+    Etcd,
 }
 
 /// Where locks live.
@@ -81,6 +126,35 @@ impl Config {
             text.push_str(&file);
         }
         Ok(Secrets::new(text.split([',', '\n'])))
+    }
+}
+
+impl Config {
+    /// The etcd client settings from the flags, reading the TLS files.
+    pub fn etcd_options(&self) -> Result<EtcdOptions, String> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+        };
+        let user = self.etcd_user.clone().zip(self.etcd_password.clone());
+        let tls = if self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.etcd_ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&self.etcd_cert_file, &self.etcd_key_file) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            Some(tls)
+        } else {
+            None
+        };
+        Ok(EtcdOptions {
+            endpoints: self.etcd_endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+            prefix: self.etcd_prefix.clone(),
+            user,
+            tls,
+            value_retention: self.value_retention,
+        })
     }
 }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use config::{Config, Storage};
-use engine::{EmbeddedBackend, LockBackend};
+use config::{Backend, Config, Storage};
+use engine::{EmbeddedBackend, EtcdBackend, LockBackend};
 use http::wire::Limits;
 use http::{HttpSettings, Secrets};
 
@@ -37,19 +37,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         limits: Limits { max_wait: config.max_wait, max_expire: config.max_expire },
     };
     let started = std::time::Instant::now();
-    let backend = match config.storage {
-        Storage::Durable => {
+    let backend: Arc<dyn LockBackend> = match (config.backend, config.storage) {
+        (Backend::Etcd, _) => Arc::new(EtcdBackend::connect(config.etcd_options()?).await?),
+        (Backend::Embedded, Storage::Durable) => Arc::new(
             EmbeddedBackend::durable(&config.data_dir, config.value_retention, config.compact_after)
-                .map_err(|error| format!("cannot use the data dir: {error}"))?
-        }
-        Storage::Memory => EmbeddedBackend::in_memory(config.value_retention),
+                .map_err(|error| format!("cannot use the data dir: {error}"))?,
+        ),
+        (Backend::Embedded, Storage::Memory) => Arc::new(EmbeddedBackend::in_memory(config.value_retention)),
     };
-    let backend: Arc<dyn LockBackend> = Arc::new(backend);
     let server = http::bind(&settings, backend.clone(), secrets.clone())
         .map_err(|error| format!("cannot listen on {}: {error}", settings.addr))?;
     let addr = server.addrs()[0];
     info!(
         %addr,
+        backend = ?config.backend,
         storage = ?config.storage,
         data_dir = %config.data_dir.display(),
         recovery = ?started.elapsed(),

@@ -1,5 +1,6 @@
 //! Test harness: starts the real `lockserver` binary on a free loopback port and talks to it
-//! over HTTP.
+//! over HTTP; for the etcd backend, starts a real etcd cluster on loopback ports too
+//! ([`EtcdCluster`]).
 //!
 //! The binary is the one in the workspace's target directory (`LOCKSERVER_BIN` overrides it);
 //! when it is missing it is built first. Each [`TestServer`] gets its own random secret and
@@ -12,6 +13,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
+
+mod etcd;
+
+pub use etcd::EtcdCluster;
 
 /// The header that carries the shared secret.
 pub const SECRET_HEADER: &str = "X-LOCKSERVER-SECRET";
@@ -84,13 +89,48 @@ pub fn server_binary() -> PathBuf {
         .clone()
 }
 
-impl TestServer {
+/// The backend the servers of a suite use; the same suite runs on each.
+pub enum Backend {
+    /// The embedded store, durable, each server with a fresh data dir of its own.
+    Embedded,
+    /// Gateways on this etcd cluster; each [`Backend::start`] gets a key prefix of its own,
+    /// so that tests sharing the cluster do not see each other's locks.
+    Etcd(&'static EtcdCluster),
+}
+
+impl Backend {
     /// Starts a server with a fresh random secret and these extra flags.
-    pub fn start(args: &[&str]) -> TestServer {
+    pub fn start(&self, args: &[&str]) -> TestServer {
         let secret = format!("test-secret-{}", std::process::id());
         let mut full = vec!["--secret", &secret];
         full.extend_from_slice(args);
-        Self::start_raw(&full, Some(secret.clone()))
+        self.start_raw(&full, Some(secret.clone()))
+    }
+
+    /// Starts a server with exactly these flags (plus the loopback address, port 0 and the
+    /// backend's own flags). `secret` is what the helpers will send.
+    pub fn start_raw(&self, args: &[&str], secret: Option<String>) -> TestServer {
+        self.start_with_env(args, secret, &[])
+    }
+
+    /// Like [`Backend::start_raw`], with extra environment variables.
+    pub fn start_with_env(&self, args: &[&str], secret: Option<String>, env: &[(&str, &str)]) -> TestServer {
+        match self {
+            Backend::Embedded => TestServer::start_with_env(args, secret, env),
+            Backend::Etcd(cluster) => {
+                let flags = cluster.gateway_flags(&cluster.fresh_prefix());
+                let mut full: Vec<&str> = flags.iter().map(String::as_str).collect();
+                full.extend_from_slice(args);
+                TestServer::launch(&full, secret, env, None)
+            }
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts a server with a fresh random secret and these extra flags.
+    pub fn start(args: &[&str]) -> TestServer {
+        Backend::Embedded.start(args)
     }
 
     /// Starts a server with exactly these flags (plus the loopback address and port 0).
@@ -100,16 +140,24 @@ impl TestServer {
     }
 
     /// Like [`TestServer::start_raw`], with extra environment variables.
-    /// Unless `args` name a `--data-dir` or `--storage`, the server gets a fresh durable data
-    /// dir of its own.
+    /// Unless `args` name a `--data-dir`, `--storage` or `--backend`, the server gets a fresh
+    /// durable data dir of its own.
     pub fn start_with_env(args: &[&str], secret: Option<String>, env: &[(&str, &str)]) -> TestServer {
-        let data_dir =
-            (!args.iter().any(|a| *a == "--data-dir" || *a == "--storage")).then(|| TempDir::new("data"));
+        let own_dir = !args.iter().any(|a| ["--data-dir", "--storage", "--backend"].contains(a));
+        let data_dir = own_dir.then(|| TempDir::new("data"));
+        let dir_arg = data_dir.as_ref().map(|dir| dir.arg().to_string());
+        let mut full = args.to_vec();
+        if let Some(dir) = &dir_arg {
+            full.extend(["--data-dir", dir.as_str()]);
+        }
+        Self::launch(&full, secret, env, data_dir)
+    }
+
+    /// Starts the binary with these flags (plus the loopback address and port 0) and waits
+    /// until it listens.
+    fn launch(args: &[&str], secret: Option<String>, env: &[(&str, &str)], data_dir: Option<TempDir>) -> TestServer {
         let mut command = Command::new(server_binary());
         command.args(["--bind", "127.0.0.1", "--port", "0"]).args(args);
-        if let Some(dir) = &data_dir {
-            command.args(["--data-dir", dir.arg()]);
-        }
         command
             .env_remove("LOCKSERVER_SECRET")
             .env_remove("LOCKSERVER_PORT")

@@ -6,11 +6,13 @@
 //! hands locks off, and expires holds and leases on a monotonic clock.
 
 mod embedded;
+pub mod etcd;
 mod journal;
 mod leases;
 mod records;
 
 pub use embedded::EmbeddedBackend;
+pub use etcd::{EtcdBackend, EtcdOptions};
 
 use std::fmt;
 use std::time::Duration;
@@ -155,6 +157,15 @@ pub struct LeaseInfo {
     pub locks: Vec<String>,
 }
 
+/// How a backend is doing, for `GET /health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// Which backend: `embedded` or `etcd`.
+    pub backend: &'static str,
+    /// Why it cannot serve requests now; `None` when it can.
+    pub problem: Option<String>,
+}
+
 /// A lock backend: the in-memory engine, the durable store, the etcd gateway.
 ///
 /// The HTTP layer calls only this trait; every backend gives the same answers to the same
@@ -182,6 +193,10 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn revoke(&self, lease: &LeaseId) -> Result<()>;
     /// Describes a lease and the locks held under it.
     async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo>;
+    /// Whether the backend can serve requests now.
+    async fn health(&self) -> Health {
+        Health { backend: "embedded", problem: None }
+    }
     /// Stops serving: queued waiters are answered `Unavailable`, new waits are refused.
     async fn shutdown(&self);
 }

@@ -165,8 +165,18 @@ impl AppState {
     }
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// `200 {"status": "ok", "backend": ...}`, or 503 with the backend's problem.
+async fn health(state: Data<AppState>) -> HttpResponse {
+    let health = state.backend.health().await;
+    match health.problem {
+        None => HttpResponse::Ok().json(json!({ "status": "ok", "backend": health.backend })),
+        Some(problem) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "backend": health.backend,
+            "error": "unavailable",
+            "message": problem,
+        })),
+    }
 }
 
 async fn acquire(state: Data<AppState>, body: Json<AcquireBody>) -> Result<Json<GrantReply>> {

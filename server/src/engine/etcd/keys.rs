@@ -1,0 +1,194 @@
+//! Where the etcd backend keeps things, and what it writes there.
+//!
+//! Under the configured prefix `P`, for a resource `name` (names never hold control
+//! characters, so the NUL that ends each one cannot appear inside a name, and no resource's keys
+//! are a prefix of another's, unlike etcd's own lock service, where `a` waits on `a/1`):
+//!
+//! | key                      | value            | etcd lease                                      |
+//! |--------------------------|------------------|-------------------------------------------------|
+//! | `P h/{name}\0`           | [`HoldRecord`]   | the user's lease, a backstop lease, or none      |
+//! | `P q/{name}\0{waiter}`   | [`WaiterRecord`] | the queueing gateway's session lease             |
+//! | `P v/{name}\0`           | the lock's value | none while held; a retention lease once free     |
+//! | `P l/{lease id}`         | [`LeaseRecord`]  | the lease itself                                 |
+//!
+//! The holder key's create revision is the fencing token: it is written when the lock is
+//! granted and kept by refreshes, so tokens grow with etcd's revision across every gateway.
+//! Waiters queue in create-revision order, as in etcd's concurrency recipe.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The key layout under one prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: Vec<u8>,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Keys {
+        Keys { prefix: prefix.as_bytes().to_vec() }
+    }
+
+    fn key(&self, space: &str, name: &str, end: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + space.len() + name.len() + 1 + end.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(space.as_bytes());
+        key.extend_from_slice(name.as_bytes());
+        key.extend_from_slice(end);
+        key
+    }
+
+    /// The holder key of `name`.
+    pub(super) fn hold(&self, name: &str) -> Vec<u8> {
+        self.key("h/", name, b"\0")
+    }
+
+    /// The value key of `name`.
+    pub(super) fn value(&self, name: &str) -> Vec<u8> {
+        self.key("v/", name, b"\0")
+    }
+
+    /// The prefix of every waiter key of `name`.
+    pub(super) fn queue(&self, name: &str) -> Vec<u8> {
+        self.key("q/", name, b"\0")
+    }
+
+    /// One waiter's key in the queue of `name`.
+    pub(super) fn waiter(&self, name: &str, waiter: &str) -> Vec<u8> {
+        let mut key = self.queue(name);
+        key.extend_from_slice(waiter.as_bytes());
+        key
+    }
+
+    /// The record of a lease.
+    pub(super) fn lease(&self, id: i64) -> Vec<u8> {
+        self.key("l/", &lease_name(id), b"")
+    }
+
+    /// The first holder key a listing of names starting with `prefix` may return, strictly
+    /// after `after`'s key when given.
+    pub(super) fn holds_from(&self, prefix: &str, after: Option<&str>) -> Vec<u8> {
+        match after {
+            // The smallest key above `after`'s own.
+            Some(after) if after >= prefix => self.key("h/", after, b"\0\0"),
+            _ => self.key("h/", prefix, b""),
+        }
+    }
+
+    /// The end (exclusive) of the holder keys of names starting with `prefix`.
+    pub(super) fn holds_end(&self, prefix: &str) -> Vec<u8> {
+        prefix_end(self.key("h/", prefix, b""))
+    }
+
+    /// The resource whose holder key this is.
+    pub(super) fn name_of_hold(&self, key: &[u8]) -> Option<String> {
+        let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"h/")?;
+        let name = rest.strip_suffix(b"\0")?;
+        String::from_utf8(name.to_vec()).ok()
+    }
+}
+
+/// The end of the range of keys starting with `key`.
+pub(super) fn prefix_end(mut key: Vec<u8>) -> Vec<u8> {
+    while let Some(last) = key.pop() {
+        if last < 0xff {
+            key.push(last + 1);
+            return key;
+        }
+    }
+    vec![0]
+}
+
+/// How lease ids travel in the API: 16 hex digits.
+pub(super) fn lease_name(id: i64) -> String {
+    format!("{:016x}", id as u64)
+}
+
+/// The etcd lease id of an API lease id; `NoSuchLease` when it cannot be one.
+pub(super) fn lease_number(name: &str) -> Result<i64> {
+    match u64::from_str_radix(name, 16) {
+        Ok(id) if name.len() == 16 && id != 0 => Ok(id as i64),
+        _ => Err(Error::NoSuchLease),
+    }
+}
+
+/// Who holds a lock, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct HoldRecord {
+    pub(super) owner: String,
+    /// Wall-clock deadline in ms since the epoch, for a hold with an expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) deadline_ms: Option<u64>,
+    /// The API lease id the hold is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lease: Option<String>,
+    /// The waiter key this hold was granted to, so that a waiter that went away while being
+    /// granted can give the lock back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) waiter: Option<String>,
+}
+
+/// A queued request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct WaiterRecord {
+    pub(super) owner: String,
+}
+
+/// A lease's time to live (etcd keeps only whole seconds) and wall-clock deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct LeaseRecord {
+    pub(super) ttl_ms: u64,
+    pub(super) deadline_ms: u64,
+}
+
+/// Encodes a record as the JSON stored in etcd.
+pub(super) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).expect("records serialise")
+}
+
+/// Decodes a record; a key holding something else is reported, not trusted.
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        Error::Unavailable(format!(
+            "etcd key {:?} does not hold a lockserver record ({error}); is another program using the key prefix?",
+            String::from_utf8_lossy(key)
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_resource_key_is_a_prefix_of_another() {
+        let keys = Keys::new("p/");
+        let (a, a1) = (keys.queue("a"), keys.waiter("a/1", "w"));
+        assert!(!a1.starts_with(&a), "`a`'s queue does not contain `a/1`'s waiters");
+        assert!(!keys.hold("ab").starts_with(&keys.hold("a")));
+        assert_eq!(keys.name_of_hold(&keys.hold("jobs/x ü")), Some("jobs/x ü".to_string()));
+    }
+
+    #[test]
+    fn holder_keys_sort_in_name_order() {
+        let keys = Keys::new("p/");
+        let mut names = ["a", "a/", "a&", "ab", "b", "a b"];
+        let mut by_key = names.map(|name| keys.hold(name));
+        names.sort();
+        by_key.sort();
+        assert_eq!(by_key.to_vec(), names.map(|name| keys.hold(name)).to_vec());
+        assert!(keys.holds_from("a", Some("a")) > keys.hold("a"));
+        assert!(keys.holds_from("a", Some("a")) < keys.hold("a&"));
+        assert!(keys.holds_end("a") > keys.hold("az"));
+        assert!(keys.holds_end("a") < keys.hold("b"));
+    }
+
+    #[test]
+    fn lease_ids_round_trip() {
+        assert_eq!(lease_number(&lease_name(0x7abc)), Ok(0x7abc));
+        assert_eq!(lease_number(&lease_name(-5)), Ok(-5));
+        assert_eq!(lease_number("xyz"), Err(Error::NoSuchLease));
+        assert_eq!(lease_number("0000000000000000"), Err(Error::NoSuchLease));
+    }
+}
