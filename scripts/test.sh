@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test suite: formatting, clippy, the Rust suites (unit, doc and
 # integration tests against the real server binary), the Python client's pytest suite and the
-# Node client's node:test suite. Installs what the suites need first (a venv with maturin and
-# pytest, npm packages).
+# Node client's node:test suite. Installs what the suites need first (etcd and protoc from
+# Debian's packages, a venv with maturin and pytest, npm packages).
 # Usage: scripts/test.sh        (from anywhere in the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # Integration tests open a thousand connections at once.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build)"
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler
+fi
 
 step "rustfmt and clippy components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -149,7 +149,12 @@ impl Config {
             None
         };
         Ok(EtcdOptions {
-            endpoints: self.etcd_endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+            endpoints: self
+                .etcd_endpoints
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
             prefix: self.etcd_prefix.clone(),
             user,
             tls,

@@ -29,9 +29,8 @@ struct Member {
 
 struct Running {
     watchdog: Child,
-    /// Closing it makes the watchdog kill etcd.
+    /// A line or its end makes the watchdog kill etcd.
     stdin: Option<ChildStdin>,
-    pid: u32,
 }
 
 /// A port nothing listens on now.
@@ -49,7 +48,8 @@ impl EtcdCluster {
     /// Starts a cluster of `size` members and waits until it is healthy.
     pub fn start(size: usize) -> EtcdCluster {
         static COUNT: AtomicU64 = AtomicU64::new(0);
-        let token = format!("lockserver-test-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
+        let token =
+            format!("lockserver-test-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
         let members = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -69,7 +69,8 @@ impl EtcdCluster {
 
     /// `http://127.0.0.1:PORT,...` of every member.
     pub fn endpoints(&self) -> String {
-        let urls: Vec<_> = self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect();
+        let urls: Vec<_> =
+            self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect();
         urls.join(",")
     }
 
@@ -118,10 +119,10 @@ impl EtcdCluster {
             "error",
         ];
         // The watchdog prints etcd's pid, then kills etcd when its stdin closes.
-        // When the test process exits with etcd still running, the watchdog removes its data
-        // dir too (a static cluster's dirs are never dropped). Not ETCD_*: etcd reads those.
-        let script = r#"etcd "$@" >/dev/null 2>&1 & pid=$!; echo $pid; read _;
-            if kill -9 $pid 2>/dev/null; then sleep 0.2; rm -rf "$WATCHED_DATA_DIR"; fi"#;
+        // Unless told `keep` (a crash the test will restart from), the watchdog removes the data
+        // dir too: a static cluster's dirs are never dropped. Not ETCD_*: etcd reads those.
+        let script = r#"etcd "$@" >/dev/null 2>&1 & pid=$!; echo $pid; read what;
+            { kill -9 $pid; wait $pid; } 2>/dev/null; [ "$what" = keep ] || rm -rf "$WATCHED_DATA_DIR""#;
         let mut watchdog = Command::new("sh")
             .args(["-c", script, "etcd-watchdog"])
             .args(args)
@@ -134,16 +135,17 @@ impl EtcdCluster {
         let stdout = watchdog.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("reading etcd's pid");
-        let pid = line.trim().parse().expect("the watchdog prints etcd's pid");
+        assert!(line.trim().parse::<u32>().is_ok(), "the watchdog prints etcd's pid, not {line:?}");
         let stdin = watchdog.stdin.take();
-        *member.process.lock().unwrap() = Some(Running { watchdog, stdin, pid });
+        *member.process.lock().unwrap() = Some(Running { watchdog, stdin });
     }
 
     /// Kills member `index` with SIGKILL (a crash).
     pub fn kill(&self, index: usize) {
         if let Some(mut running) = self.members[index].process.lock().unwrap().take() {
-            let _ = Command::new("kill").args(["-9", &running.pid.to_string()]).status();
-            drop(running.stdin.take());
+            if let Some(mut stdin) = running.stdin.take() {
+                let _ = stdin.write_all(b"keep\n");
+            }
             let _ = running.watchdog.wait();
         }
     }

@@ -155,7 +155,12 @@ impl TestServer {
 
     /// Starts the binary with these flags (plus the loopback address and port 0) and waits
     /// until it listens.
-    fn launch(args: &[&str], secret: Option<String>, env: &[(&str, &str)], data_dir: Option<TempDir>) -> TestServer {
+    fn launch(
+        args: &[&str],
+        secret: Option<String>,
+        env: &[(&str, &str)],
+        data_dir: Option<TempDir>,
+    ) -> TestServer {
         let mut command = Command::new(server_binary());
         command.args(["--bind", "127.0.0.1", "--port", "0"]).args(args);
         command

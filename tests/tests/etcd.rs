@@ -82,7 +82,9 @@ async fn a_dead_gateways_holds_expire_and_its_waiters_leave() {
     }
     let survivor = {
         let api = api_b.clone();
-        tokio::spawn(async move { api.acquire(json!({"resource": "x", "owner": "survivor", "wait": 30})).await })
+        tokio::spawn(
+            async move { api.acquire(json!({"resource": "x", "owner": "survivor", "wait": 30})).await },
+        )
     };
     while api_b.inspect("x").await.body["waiters"] != 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -20,6 +20,7 @@
 //! - The API's leases are etcd leases; a record beside each keeps its exact ttl and deadline,
 //!   which the gateway that last kept it alive enforces on a timer.
 
+mod endpoints;
 mod keys;
 mod session;
 
@@ -190,7 +191,7 @@ impl EtcdBackend {
         if let Some(tls) = options.tls.clone() {
             connect = connect.with_tls(tls);
         }
-        let client = Client::connect(&options.endpoints, Some(connect))
+        let client = Client::connect(&options.endpoints, Some(connect.clone()))
             .await
             .map_err(|error| format!("cannot set up the etcd client for {:?}: {error}", options.endpoints))?;
         let inner = Arc::new_cyclic(|me| Inner {
@@ -205,6 +206,7 @@ impl EtcdBackend {
         });
         let keeper = inner.clone();
         tokio::spawn(async move { keeper.session.keep_alive(keeper.client.clone()).await });
+        tokio::spawn(endpoints::monitor(inner.client.clone(), options.endpoints, connect));
         Ok(EtcdBackend { inner })
     }
 }
@@ -246,7 +248,10 @@ impl LockBackend for EtcdBackend {
         let response = inner
             .txn(Txn::new().and_then([
                 TxnOp::get(inner.keys.hold(resource), None),
-                TxnOp::get(inner.keys.queue(resource), Some(GetOptions::new().with_prefix().with_count_only())),
+                TxnOp::get(
+                    inner.keys.queue(resource),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
             ]))
             .await?;
         let hold = gets(&response)[0].first().map(Hold::parse).transpose()?;
@@ -268,8 +273,10 @@ impl LockBackend for EtcdBackend {
         let mut held = Vec::new();
         let wall = wall_now_ms();
         while held.len() <= limit {
-            let options = GetOptions::new().with_range(end.clone()).with_limit((limit + 1 - held.len()) as i64);
-            let mut page = inner.client.clone().get(from.clone(), Some(options)).await.map_err(unavailable)?;
+            let options =
+                GetOptions::new().with_range(end.clone()).with_limit((limit + 1 - held.len()) as i64);
+            let mut page =
+                inner.client.clone().get(from.clone(), Some(options)).await.map_err(unavailable)?;
             let more = page.more();
             let kvs = page.take_kvs();
             for kv in &kvs {
@@ -298,7 +305,10 @@ impl LockBackend for EtcdBackend {
         let inner = &self.inner;
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
         let id = inner.client.clone().lease_grant(seconds, None).await.map_err(unavailable)?.id();
-        let record = LeaseRecord { ttl_ms: ttl.as_millis() as u64, deadline_ms: wall_now_ms() + ttl.as_millis() as u64 };
+        let record = LeaseRecord {
+            ttl_ms: ttl.as_millis() as u64,
+            deadline_ms: wall_now_ms() + ttl.as_millis() as u64,
+        };
         let options = PutOptions::new().with_lease(id);
         let put = inner.client.clone().put(inner.keys.lease(id), encode(&record), Some(options)).await;
         let revision = put.map_err(unavailable)?.header().map_or(0, |header| header.revision());
@@ -323,7 +333,11 @@ impl LockBackend for EtcdBackend {
                 .txn(
                     Txn::new()
                         .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_revision)])
-                        .and_then([TxnOp::put(key, encode(&renewed), Some(PutOptions::new().with_lease(id)))]),
+                        .and_then([TxnOp::put(
+                            key,
+                            encode(&renewed),
+                            Some(PutOptions::new().with_lease(id)),
+                        )]),
                 )
                 .await?;
             if response.succeeded() {
@@ -347,8 +361,10 @@ impl LockBackend for EtcdBackend {
         let id = lease_number(&lease.0)?;
         let (record, _) = inner.live_lease(id).await?;
         let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
-        let attached = inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(unavailable)?;
-        let mut locks: Vec<String> = attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
+        let attached =
+            inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(unavailable)?;
+        let mut locks: Vec<String> =
+            attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
         locks.sort();
         Ok(LeaseInfo {
             id: LeaseId(lease_name(id)),
@@ -381,8 +397,12 @@ impl Inner {
 
     /// What the hold of `lifetime` is bound to, starting now.
     async fn bind(&self, owner: &str, lifetime: &Lifetime, waiter: Option<&str>) -> Result<Binding> {
-        let mut record =
-            HoldRecord { owner: owner.to_string(), deadline_ms: None, lease: None, waiter: waiter.map(str::to_string) };
+        let mut record = HoldRecord {
+            owner: owner.to_string(),
+            deadline_ms: None,
+            lease: None,
+            waiter: waiter.map(str::to_string),
+        };
         Ok(match lifetime {
             Lifetime::Unbounded => Binding { record, etcd_lease: 0, expire: None },
             Lifetime::Expire(ttl) => {
@@ -420,9 +440,9 @@ impl Inner {
         let value_op = match value {
             Some(value) => TxnOp::put(value_key.clone(), value, None),
             None => TxnOp::txn(
-                Txn::new()
-                    .when([Compare::version(value_key.clone(), CompareOp::Greater, 0)])
-                    .and_then([TxnOp::put(value_key.clone(), "", Some(PutOptions::new().with_ignore_value()))]),
+                Txn::new().when([Compare::version(value_key.clone(), CompareOp::Greater, 0)]).and_then([
+                    TxnOp::put(value_key.clone(), "", Some(PutOptions::new().with_ignore_value())),
+                ]),
             ),
         };
         let put_options = (binding.etcd_lease != 0).then(|| PutOptions::new().with_lease(binding.etcd_lease));
@@ -479,16 +499,22 @@ impl Inner {
         ];
         let lease_key = self.lease_key(&request.lifetime)?;
         when.extend(self.lease_alive(&request.lifetime)?);
-        let head = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
+        let head =
+            GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
         let mut otherwise = vec![TxnOp::get(hold_key, None), TxnOp::get(queue, Some(head))];
         otherwise.extend(lease_key.clone().map(|key| TxnOp::get(key, None)));
-        let txn = Txn::new().when(when).and_then(self.grant_ops(name, &binding, request.value.as_deref())).or_else(otherwise);
+        let txn = Txn::new()
+            .when(when)
+            .and_then(self.grant_ops(name, &binding, request.value.as_deref()))
+            .or_else(otherwise);
         let response = match self.client.clone().txn(txn).await {
             Err(error) if lease_not_found(&error) => return Err(self.dead_lease(&binding)),
             other => other.map_err(unavailable)?,
         };
         if response.succeeded() {
-            let grant = self.granted(name, revision(&response), &binding, request.value.as_deref(), &response).await?;
+            let grant = self
+                .granted(name, revision(&response), &binding, request.value.as_deref(), &response)
+                .await?;
             return Ok(Attempt::Granted(grant));
         }
         let reads = gets(&response);
@@ -582,7 +608,10 @@ impl Inner {
             return Ok(false);
         }
         self.cancel(&hold_key);
-        let value_kept = response.op_responses().into_iter().any(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
+        let value_kept = response
+            .op_responses()
+            .into_iter()
+            .any(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
         if value_kept {
             self.schedule(Due::Value(name.to_string()), revision(&response), self.value_retention);
         }
@@ -604,7 +633,11 @@ impl Inner {
         if let Some(expire) = request.expire {
             record.deadline_ms = Some(wall_now_ms() + expire.as_millis() as u64);
             let lease = self.backstops.lease(&self.client, expire).await?;
-            then.push(TxnOp::put(hold_key.clone(), encode(&record), Some(PutOptions::new().with_lease(lease))));
+            then.push(TxnOp::put(
+                hold_key.clone(),
+                encode(&record),
+                Some(PutOptions::new().with_lease(lease)),
+            ));
         }
         if let Some(value) = &request.value {
             then.push(TxnOp::put(self.keys.value(name), value.as_str(), None));
@@ -657,7 +690,10 @@ impl Inner {
         for batch in held.chunks(BATCH) {
             let mut ops = Vec::with_capacity(batch.len() * 3);
             for (name, hold) in batch {
-                ops.push(TxnOp::get(self.keys.queue(name), Some(GetOptions::new().with_prefix().with_count_only())));
+                ops.push(TxnOp::get(
+                    self.keys.queue(name),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ));
                 ops.push(TxnOp::get(self.keys.value(name), None));
                 let lease = hold.record.lease.as_deref().map(lease_number).transpose()?.unwrap_or(0);
                 ops.push(TxnOp::get(self.keys.lease(lease), None));
@@ -673,7 +709,9 @@ impl Inner {
                 let ((waiters, _), (_, value), (_, lease)) = (read(0), read(1), read(2));
                 let expires_in = match (&hold.record.lease, hold.record.deadline_ms) {
                     (Some(_), _) => match lease {
-                        Some(kv) => Some(ms_left(decode::<LeaseRecord>(kv.key(), kv.value())?.deadline_ms, wall)),
+                        Some(kv) => {
+                            Some(ms_left(decode::<LeaseRecord>(kv.key(), kv.value())?.deadline_ms, wall))
+                        }
                         // The lease ended; its holds are being released.
                         None => continue,
                     },
@@ -715,7 +753,8 @@ impl Inner {
             Some(revision) => Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
             None => Compare::version(key.clone(), CompareOp::Greater, 0),
         };
-        let response = self.txn(Txn::new().when([compare]).and_then([TxnOp::delete(key.clone(), None)])).await?;
+        let response =
+            self.txn(Txn::new().when([compare]).and_then([TxnOp::delete(key.clone(), None)])).await?;
         if !response.succeeded() {
             return Ok(false);
         }
@@ -768,7 +807,11 @@ impl Inner {
                 }
             }
         });
-        let previous = self.timers.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (mod_revision, task.abort_handle()));
+        let previous = self
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (mod_revision, task.abort_handle()));
         if let Some((_, previous)) = previous {
             previous.abort();
         }
@@ -785,7 +828,8 @@ impl Inner {
     /// key, or an empty key when the watch was cancelled and the caller must look again.
     async fn deleted(&self, keys: &[Vec<u8>], from: i64) -> Result<Vec<u8>> {
         let options = || WatchOptions::new().with_start_revision(from).with_filters([WatchFilterType::NoPut]);
-        let mut stream = self.client.clone().watch(keys[0].clone(), Some(options())).await.map_err(unavailable)?;
+        let mut stream =
+            self.client.clone().watch(keys[0].clone(), Some(options())).await.map_err(unavailable)?;
         for key in &keys[1..] {
             stream.watch(key.clone(), Some(options())).await.map_err(unavailable)?;
         }
@@ -831,7 +875,12 @@ impl Queued {
         let key = inner.keys.waiter(&request.resource, &waiter);
         let record = WaiterRecord { owner: request.owner.clone() };
         let options = PutOptions::new().with_lease(session);
-        let put = inner.client.clone().put(key.clone(), encode(&record), Some(options)).await.map_err(unavailable)?;
+        let put = inner
+            .client
+            .clone()
+            .put(key.clone(), encode(&record), Some(options))
+            .await
+            .map_err(unavailable)?;
         let revision = put.header().map_or(0, |header| header.revision());
         Ok(Queued { inner, name: request.resource.clone(), waiter, key, revision, answered: false })
     }

@@ -1,0 +1,65 @@
+//! Keeps the etcd client's endpoints to the members that answer.
+//!
+//! etcd-client balances requests over every endpoint it was given, dead or alive, so with one
+//! member down a share of requests would fail (etcdv3/etcd-client#39). A monitor probes each
+//! member on its own connection and takes dead ones out of the balance until they answer again.
+//! When none answers, all stay in, so that requests fail with etcd's own error.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout};
+use tracing::{info, warn};
+
+/// How often each member is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a member has to answer a probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs for the gateway's life, adding and removing `client`'s endpoints as members come and go.
+pub(super) async fn monitor(client: Client, endpoints: Vec<String>, options: ConnectOptions) {
+    if endpoints.len() < 2 {
+        return;
+    }
+    let mut probes = Vec::new();
+    for endpoint in &endpoints {
+        match Client::connect([endpoint.as_str()], Some(options.clone())).await {
+            Ok(probe) => probes.push((endpoint.clone(), probe)),
+            Err(error) => warn!(%endpoint, %error, "cannot probe this etcd endpoint; it stays in use"),
+        }
+    }
+    let mut in_use = vec![true; probes.len()];
+    loop {
+        sleep(PROBE_EVERY).await;
+        let mut answers = JoinSet::new();
+        for (index, (_, probe)) in probes.iter().enumerate() {
+            let mut probe = probe.clone();
+            answers.spawn(async move {
+                (index, matches!(timeout(PROBE_TIMEOUT, probe.status()).await, Ok(Ok(_))))
+            });
+        }
+        let mut alive = vec![false; probes.len()];
+        while let Some(Ok((index, answered))) = answers.join_next().await {
+            alive[index] = answered;
+        }
+        let wanted = if alive.iter().any(|alive| *alive) { alive } else { vec![true; probes.len()] };
+        for (index, (endpoint, _)) in probes.iter().enumerate() {
+            let changed = match (in_use[index], wanted[index]) {
+                (true, false) => client
+                    .remove_endpoint(endpoint)
+                    .await
+                    .map(|_| warn!(%endpoint, "etcd member not answering; taken out of use")),
+                (false, true) => client
+                    .add_endpoint(endpoint)
+                    .await
+                    .map(|_| info!(%endpoint, "etcd member answering again; back in use")),
+                _ => continue,
+            };
+            if changed.is_ok() {
+                in_use[index] = wanted[index];
+            }
+        }
+    }
+}
