@@ -92,7 +92,7 @@ fn main() {
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
-/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `clients`, `redis`; Redis needs
+/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `clients`, `etcd`, `redis`; Redis needs
 /// `uncontended` too).
 fn wanted(name: &str) -> bool {
     std::env::var("LOCKSERVER_BENCH_ONLY")
@@ -132,6 +132,10 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
     if wanted("clients") {
         eprintln!("language clients...");
         scenarios::language_clients(binary, root, &mut out);
+    }
+    if wanted("etcd") {
+        eprintln!("etcd backend...");
+        scenarios::etcd(binary, data, &mut out).await;
     }
     if let (true, Some(memory_64)) = (wanted("redis"), memory_64) {
         eprintln!("redis...");

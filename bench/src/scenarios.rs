@@ -174,16 +174,28 @@ pub async fn uncontended(
     rates
 }
 
-/// 16 clients on one resource, each holding it 10 ms.
-pub async fn contended(binary: &Path, out: &mut String) {
-    let server = Server::lockserver(binary, SECRET, &Storage::Memory);
+/// What 16 clients taking turns on one resource saw.
+pub struct Contention {
+    grants: usize,
+    wall: Duration,
+    utilisation: f64,
+    max: usize,
+    min: usize,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// 16 clients on one resource for `run`, each holding it 10 ms; client `i` talks to
+/// `addrs[i % addrs.len()]`.
+pub async fn contention(addrs: &[String], tag: &str, run: Duration) -> Contention {
     let events = Arc::new(Mutex::new(Vec::new())); // (grant, release sent, client)
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + run;
     let mut tasks = Vec::new();
     for client in 0..16 {
-        let (addr, events) = (server.addr.clone(), events.clone());
+        let (addr, events) = (addrs[client % addrs.len()].clone(), events.clone());
+        let resource = format!("hot-{tag}");
         tasks.push(tokio::spawn(async move {
-            let body = format!(r#"{{"resource":"hot","owner":"c{client}","wait":60}}"#);
+            let body = format!(r#"{{"resource":"{resource}","owner":"c{client}","wait":60}}"#);
             let (acquire, release) =
                 (request("POST", "/acquire", SECRET, &body), request("POST", "/release", SECRET, &body));
             let mut conn = Conn::connect(&addr).await.expect("connecting");
@@ -205,17 +217,30 @@ pub async fn contended(binary: &Path, out: &mut String) {
     events.sort();
     let busy: Duration = events.iter().map(|(g, r, _)| *r - *g).sum();
     let wall = events.last().map(|e| e.1).unwrap() - events[0].0;
-    let utilisation = busy.as_secs_f64() / wall.as_secs_f64();
     let mut gaps: Vec<Duration> =
         events.windows(2).map(|w| w[1].0.saturating_duration_since(w[0].1)).collect();
     gaps.sort();
     let mut per_client = [0usize; 16];
     events.iter().for_each(|(_, _, c)| per_client[*c] += 1);
-    let (max, min) = (*per_client.iter().max().unwrap(), *per_client.iter().min().unwrap());
+    Contention {
+        grants: events.len(),
+        wall,
+        utilisation: busy.as_secs_f64() / wall.as_secs_f64(),
+        max: *per_client.iter().max().unwrap(),
+        min: *per_client.iter().min().unwrap(),
+        p50: percentile(&gaps, 0.5),
+        p99: percentile(&gaps, 0.99),
+    }
+}
+
+/// 16 clients on one resource, each holding it 10 ms.
+pub async fn contended(binary: &Path, out: &mut String) {
+    let server = Server::lockserver(binary, SECRET, &Storage::Memory);
+    let Contention { grants, wall, utilisation, max, min, p50, p99 } =
+        contention(std::slice::from_ref(&server.addr), "memory", Duration::from_secs(5)).await;
     let fairness = max as f64 / min.max(1) as f64;
-    let (p50, p99) = (percentile(&gaps, 0.5), percentile(&gaps, 0.99));
     out.push_str("## Contended: 16 clients on one resource, each holding it 10 ms\n\n");
-    out.push_str(&format!("{} grants in {:.1} s (memory storage). The gap runs from the holder sending its release to the next holder reading its grant.\n\n", events.len(), wall.as_secs_f64()));
+    out.push_str(&format!("{grants} grants in {:.1} s (memory storage). The gap runs from the holder sending its release to the next holder reading its grant.\n\n", wall.as_secs_f64()));
     out.push_str("| measure | value | target |\n|---|---|---|\n");
     out.push_str(&format!(
         "| utilisation (busy / wall) | {utilisation:.3} | >= 0.95: {} |\n",
@@ -235,6 +260,82 @@ pub async fn contended(binary: &Path, out: &mut String) {
         ms(p99),
         verdict(p99 < Duration::from_millis(5))
     ));
+}
+
+/// The etcd backend against the embedded one, in one run: uncontended cycles and the contended
+/// hand-off gap through one gateway and through two, on a 3-member etcd cluster on loopback.
+pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
+    let cluster = lockserver_tests::EtcdCluster::start(3);
+    let embedded = Server::lockserver(binary, SECRET, &Storage::Durable(data.join("etcd-baseline")));
+    let flags = cluster.gateway_flags("bench/");
+    let gateway = || {
+        let mut args = vec!["--bind", "127.0.0.1", "--port", "0", "--secret", SECRET, "--max-wait", "120"];
+        args.extend(flags.iter().map(String::as_str));
+        Server::start(binary, &args)
+    };
+    let (first, second) = (gateway(), gateway());
+    let one = [first.addr.clone()];
+    let two = [first.addr.clone(), second.addr.clone()];
+    let seconds = Duration::from_secs(3);
+    let mut rows = Vec::new();
+    for n in [1usize, 16] {
+        let scripts = |tag: &str| cycle_scripts(n, &format!("{tag}-{n}"));
+        let base = rounds_per_second(&embedded.addr, scripts("embedded"), seconds).await;
+        let through_one = rounds_per_second(&first.addr, scripts("one"), seconds).await;
+        let through_two = spread(&two, scripts("two"), seconds).await;
+        rows.push((n, base, through_one, through_two));
+    }
+    let base = contention(std::slice::from_ref(&embedded.addr), "embedded", seconds).await;
+    let through_one = contention(&one, "one", seconds).await;
+    let through_two = contention(&two, "two", seconds).await;
+
+    out.push_str("## etcd backend: gateways on a 3-member etcd cluster (loopback)\n\n");
+    out.push_str("Against the embedded backend (durable) in the same run; 3 s per figure. Clients of \"two gateways\" alternate between them.\n\n");
+    out.push_str("| N clients | embedded cycles/s | one gateway | / embedded | two gateways | / embedded |\n|---|---|---|---|---|---|\n");
+    for (n, base, one, two) in rows {
+        out.push_str(&format!(
+            "| {n} | {base:.0} | {one:.0} | {:.2} | {two:.0} | {:.2} |\n",
+            one / base,
+            two / base
+        ));
+    }
+    out.push_str("\nContended: 16 clients on one resource, each holding it 10 ms.\n\n");
+    out.push_str("| backend | grants | utilisation | hand-off gap p50 | p99 |\n|---|---|---|---|---|\n");
+    for (name, figures) in
+        [("embedded", &base), ("etcd, one gateway", &through_one), ("etcd, two gateways", &through_two)]
+    {
+        out.push_str(&format!(
+            "| {name} | {} | {:.3} | {} | {} |\n",
+            figures.grants,
+            figures.utilisation,
+            ms(figures.p50),
+            ms(figures.p99)
+        ));
+    }
+    out.push('\n');
+}
+
+/// Like [`rounds_per_second`], with the scripts spread over several servers, each measured
+/// for the same `duration` at once; returns the total.
+async fn spread(addrs: &[String], scripts: Vec<Vec<Vec<u8>>>, duration: Duration) -> f64 {
+    let mut shares: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new(); addrs.len()];
+    for (index, script) in scripts.into_iter().enumerate() {
+        shares[index % addrs.len()].push(script);
+    }
+    let runs: Vec<_> = addrs
+        .iter()
+        .zip(shares)
+        .filter(|(_, share)| !share.is_empty())
+        .map(|(addr, share)| {
+            let addr = addr.clone();
+            tokio::spawn(async move { rounds_per_second(&addr, share, duration).await })
+        })
+        .collect();
+    let mut total = 0.0;
+    for run in runs {
+        total += run.await.expect("a load share");
+    }
+    total
 }
 
 /// Acquires `count` distinct resources over 64 connections; returns the time it took.
