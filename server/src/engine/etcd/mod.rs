@@ -870,17 +870,20 @@ impl Queued {
         if *inner.shutting_down.borrow() {
             return Err(shutting_down());
         }
-        let session = inner.session.lease(&inner.client).await?;
         let waiter = format!("{:016x}", rand::random::<u64>());
         let key = inner.keys.waiter(&request.resource, &waiter);
-        let record = WaiterRecord { owner: request.owner.clone() };
-        let options = PutOptions::new().with_lease(session);
-        let put = inner
-            .client
-            .clone()
-            .put(key.clone(), encode(&record), Some(options))
-            .await
-            .map_err(unavailable)?;
+        let record = encode(&WaiterRecord { owner: request.owner.clone() });
+        let mut attempts = 0;
+        let put = loop {
+            let session = inner.session.lease(&inner.client).await?;
+            let options = PutOptions::new().with_lease(session);
+            match inner.client.clone().put(key.clone(), record.clone(), Some(options)).await {
+                // The session lease ended before the keepalive task noticed: take a new one.
+                Err(error) if lease_not_found(&error) && attempts == 0 => inner.session.lost(session).await,
+                other => break other.map_err(unavailable)?,
+            }
+            attempts += 1;
+        };
         let revision = put.header().map_or(0, |header| header.revision());
         Ok(Queued { inner, name: request.resource.clone(), waiter, key, revision, answered: false })
     }
@@ -1018,7 +1021,9 @@ impl Drop for Queued {
         }
         let (inner, name, waiter, key) =
             (self.inner.clone(), self.name.clone(), self.waiter.clone(), std::mem::take(&mut self.key));
-        tokio::spawn(async move {
+        // No runtime: the process is exiting, and the session lease will clear the key.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
             let _ = inner.client.clone().delete(key, None).await;
             let Ok(response) = inner.client.clone().get(inner.keys.hold(&name), None).await else { return };
             if let Some(Ok(hold)) = response.kvs().first().map(Hold::parse) {

@@ -45,7 +45,7 @@ impl Session {
     }
 
     /// Forgets `id` if it is the current session lease (it expired or could not be kept alive).
-    async fn lost(&self, id: i64) {
+    pub(super) async fn lost(&self, id: i64) {
         let mut current = self.current.lock().await;
         if *current == Some(id) {
             *current = None;
