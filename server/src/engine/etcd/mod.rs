@@ -507,10 +507,7 @@ impl Inner {
             .when(when)
             .and_then(self.grant_ops(name, &binding, request.value.as_deref()))
             .or_else(otherwise);
-        let response = match self.client.clone().txn(txn).await {
-            Err(error) if lease_not_found(&error) => return Err(self.dead_lease(&binding)),
-            other => other.map_err(unavailable)?,
-        };
+        let response = self.txn_bound(txn, &binding).await?;
         if response.succeeded() {
             let grant = self
                 .granted(name, revision(&response), &binding, request.value.as_deref(), &response)
@@ -549,10 +546,7 @@ impl Inner {
         let mut when = vec![Compare::mod_revision(self.keys.hold(name), CompareOp::Equal, hold.mod_revision)];
         when.extend(self.lease_alive(&request.lifetime)?);
         let txn = Txn::new().when(when).and_then(self.grant_ops(name, &binding, request.value.as_deref()));
-        let response = match self.client.clone().txn(txn).await {
-            Err(error) if lease_not_found(&error) => return Err(self.dead_lease(&binding)),
-            other => other.map_err(unavailable)?,
-        };
+        let response = self.txn_bound(txn, &binding).await?;
         if !response.succeeded() {
             return Ok(Attempt::Retry);
         }
@@ -560,19 +554,30 @@ impl Inner {
         Ok(Attempt::Granted(grant))
     }
 
-    /// A put failed because its lease is gone: a backstop lease to forget, or the caller's.
-    fn dead_lease(&self, binding: &Binding) -> Error {
-        if binding.record.lease.is_some() {
-            return Error::NoSuchLease;
+    /// Runs a transaction that binds keys to `binding`'s etcd lease. When etcd no longer knows
+    /// that lease, it is the request's own lease (`NoSuchLease`), or a backstop lease to forget.
+    async fn txn_bound(&self, txn: Txn, binding: &Binding) -> Result<TxnResponse> {
+        match self.client.clone().txn(txn).await {
+            Err(error) if lease_not_found(&error) => {
+                if binding.record.lease.is_some() {
+                    return Err(Error::NoSuchLease);
+                }
+                self.backstops.forget(binding.etcd_lease);
+                Err(Error::Unavailable("a backstop lease expired before use; retry".into()))
+            }
+            other => other.map_err(unavailable),
         }
-        self.backstops.forget(binding.etcd_lease);
-        Error::Unavailable("a backstop lease expired before use; retry".into())
+    }
+
+    /// The holder key of `name`, if there is one.
+    async fn read_hold(&self, name: &str) -> Result<Option<Hold>> {
+        let response = self.client.clone().get(self.keys.hold(name), None).await.map_err(unavailable)?;
+        response.kvs().first().map(Hold::parse).transpose()
     }
 
     /// The hold of `name` if `owner` holds it (under `token`, when given).
     async fn current_hold(&self, name: &str, owner: &str, token: Option<FencingToken>) -> Result<Hold> {
-        let response = self.client.clone().get(self.keys.hold(name), None).await.map_err(unavailable)?;
-        let hold = response.kvs().first().map(Hold::parse).transpose()?;
+        let hold = self.read_hold(name).await?;
         let hold = hold.filter(|hold| !hold.expired(wall_now_ms())).ok_or(Error::NotHeld)?;
         if hold.record.owner != owner || token.is_some_and(|token| token.0 != hold.token as u64) {
             return Err(Error::NotOwner);
@@ -629,15 +634,12 @@ impl Inner {
         }
         let hold_key = self.keys.hold(name);
         let mut then = Vec::new();
-        let mut record = hold.record.clone();
+        let mut binding = Binding { record: hold.record.clone(), etcd_lease: 0, expire: request.expire };
         if let Some(expire) = request.expire {
-            record.deadline_ms = Some(wall_now_ms() + expire.as_millis() as u64);
-            let lease = self.backstops.lease(&self.client, expire).await?;
-            then.push(TxnOp::put(
-                hold_key.clone(),
-                encode(&record),
-                Some(PutOptions::new().with_lease(lease)),
-            ));
+            binding.record.deadline_ms = Some(wall_now_ms() + expire.as_millis() as u64);
+            binding.etcd_lease = self.backstops.lease(&self.client, expire).await?;
+            let options = PutOptions::new().with_lease(binding.etcd_lease);
+            then.push(TxnOp::put(hold_key.clone(), encode(&binding.record), Some(options)));
         }
         if let Some(value) = &request.value {
             then.push(TxnOp::put(self.keys.value(name), value.as_str(), None));
@@ -645,12 +647,7 @@ impl Inner {
         let txn = Txn::new()
             .when([Compare::mod_revision(hold_key, CompareOp::Equal, hold.mod_revision)])
             .and_then(then);
-        let response = match self.client.clone().txn(txn).await {
-            Err(error) if lease_not_found(&error) => {
-                return Err(Error::Unavailable("a backstop lease expired before use; retry".into()))
-            }
-            other => other.map_err(unavailable)?,
-        };
+        let response = self.txn_bound(txn, &binding).await?;
         if !response.succeeded() {
             return Ok(None);
         }
@@ -967,10 +964,7 @@ impl Queued {
         then.extend(inner.grant_ops(&self.name, &binding, request.value.as_deref()));
         let otherwise = vec![TxnOp::get(hold_key.clone(), None), TxnOp::get(self.key.clone(), None)];
         let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
-        let response = match inner.client.clone().txn(txn).await {
-            Err(error) if lease_not_found(&error) => return Err(inner.dead_lease(&binding)),
-            other => other.map_err(unavailable)?,
-        };
+        let response = inner.txn_bound(txn, &binding).await?;
         if response.succeeded() {
             let value = request.value.as_deref();
             let grant = inner.granted(&self.name, revision(&response), &binding, value, &response).await?;
@@ -997,17 +991,13 @@ impl Queued {
     async fn give_up(&mut self) -> Error {
         self.answered = true;
         let _ = self.inner.client.clone().delete(self.key.clone(), None).await;
-        let hold = match self.inner.client.clone().get(self.inner.keys.hold(&self.name), None).await {
-            Ok(response) => response.kvs().first().map(Hold::parse),
-            Err(error) => return unavailable(error),
-        };
-        match hold {
-            Some(Ok(hold)) => match self.inner.expires_in(&hold).await {
+        match self.inner.read_hold(&self.name).await {
+            Ok(Some(hold)) => match self.inner.expires_in(&hold).await {
                 Ok(expires_in) => Error::Locked { owner: hold.record.owner, expires_in },
                 Err(error) => error,
             },
-            Some(Err(error)) => error,
-            None => Error::NotHeld,
+            Ok(None) => Error::NotHeld,
+            Err(error) => error,
         }
     }
 }
@@ -1025,8 +1015,7 @@ impl Drop for Queued {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
             let _ = inner.client.clone().delete(key, None).await;
-            let Ok(response) = inner.client.clone().get(inner.keys.hold(&name), None).await else { return };
-            if let Some(Ok(hold)) = response.kvs().first().map(Hold::parse) {
+            if let Ok(Some(hold)) = inner.read_hold(&name).await {
                 if hold.record.waiter.as_deref() == Some(waiter.as_str()) {
                     let _ = inner.end_hold(&name, hold.mod_revision, true).await;
                 }
