@@ -5,6 +5,7 @@
 //! durations within the configured limits); the engine decides who holds what, queues waiters,
 //! hands locks off, and expires holds and leases on a monotonic clock.
 
+mod disk_wait;
 mod embedded;
 pub mod etcd;
 mod journal;
