@@ -47,6 +47,9 @@ impl DiskWaiters {
         let at = match self.queues.iter().position(|queue| queue.thread == thread) {
             Some(at) => at,
             None => {
+                // A thread seen for the first time: forget the idle queues of threads that may
+                // be gone, so that the list holds only threads with waiters, plus this one.
+                self.queues.retain(|queue| !queue.waiting.is_empty());
                 self.queues.push(ThreadQueue { thread, waiting: VecDeque::new() });
                 self.queues.len() - 1
             }
@@ -137,5 +140,18 @@ mod tests {
         assert!(waiters.covered(other, 25).is_empty());
         assert!(!waiters.cancel(first), "already taken");
         assert_eq!(waiters.take_all().len(), 1, "the waiter at 30");
+    }
+
+    #[test]
+    fn idle_queues_of_other_threads_are_forgotten() {
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut waiters = DiskWaiters::default();
+        for target in 1..=3 {
+            thread::scope(|s| s.spawn(|| waiters.register(target, &waker)).join().unwrap());
+        }
+        assert_eq!(waiters.queues.len(), 3);
+        assert_eq!(waiters.heads(2).len(), 2);
+        waiters.register(4, &waker);
+        assert_eq!(waiters.queues.len(), 2, "the waiting thread's queue and this one");
     }
 }
