@@ -444,8 +444,9 @@ impl Drop for OnDisk<'_> {
 
 /// A log file being appended to. The file is zero-filled ahead of its end, a chunk at a time,
 /// so a commit overwrites blocks the file already has: its `fdatasync` then writes the data and
-/// flushes, with no file size or block allocation to write as well (on a virtual disk that
-/// halves the I/O requests per commit). Recovery reads the zeros as the end of the log.
+/// flushes, with no file size or block allocation to write as well (measured on a virtual disk:
+/// 0.6x the CPU and 0.65x the wall time of an appending commit). Recovery reads the zeros as
+/// the end of the log.
 struct LogFile {
     file: File,
     /// Where the next record goes.
