@@ -411,12 +411,9 @@ impl Future for OnDisk<'_> {
         let durable = pending.durable;
         if durable >= target {
             // Woken by the writer or by a waiter of this thread: wake the others it covered.
-            let covered = match this.ticket.take() {
-                Some(ticket) => pending.waiters.covered(ticket, durable),
-                None => Vec::new(),
-            };
-            drop(pending);
-            covered.into_iter().for_each(Waker::wake);
+            if let Some(ticket) = this.ticket.take() {
+                wake_covered(pending, ticket);
+            }
             return Poll::Ready(());
         }
         match this.ticket {
@@ -434,12 +431,18 @@ impl Drop for OnDisk<'_> {
         let Some(ticket) = self.ticket.take() else { return };
         let mut pending = self.journal.pending();
         if !pending.waiters.cancel(ticket) {
-            let durable = pending.durable;
-            let covered = pending.waiters.covered(ticket, durable);
-            drop(pending);
-            covered.into_iter().for_each(Waker::wake);
+            wake_covered(pending, ticket);
         }
     }
+}
+
+/// Wakes the waiters of the ticket's thread that the disk now covers, once the journal's
+/// mutex is released.
+fn wake_covered(mut pending: MutexGuard<'_, Pending>, ticket: Ticket) {
+    let durable = pending.durable;
+    let covered = pending.waiters.covered(ticket, durable);
+    drop(pending);
+    covered.into_iter().for_each(Waker::wake);
 }
 
 /// A log file being appended to. The file is zero-filled ahead of its end, a chunk at a time,
