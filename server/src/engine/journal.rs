@@ -42,10 +42,13 @@ const TOKEN_BLOCK: u64 = 1 << 20;
 /// Emits the whole current state as records, for a snapshot.
 pub type SnapshotSource = Box<dyn Fn(&mut dyn FnMut(&Record)) + Send + Sync>;
 
-/// How far a log is zero-filled ahead of its end: a quarter of the compaction threshold (a log
+/// The least a log is zero-filled ahead of its end, and the unit it is zero-filled in.
+const MIN_AHEAD: u64 = 64 << 10;
+
+/// The most a log is zero-filled ahead of its end: a quarter of the compaction threshold (a log
 /// is rotated at about that size), between 64 KiB and 4 MiB.
-fn zero_chunk(compact_after: u64) -> u64 {
-    (compact_after / 4).clamp(64 << 10, 4 << 20).next_multiple_of(4096)
+fn max_ahead(compact_after: u64) -> u64 {
+    (compact_after / 4).clamp(MIN_AHEAD, 4 << 20).next_multiple_of(MIN_AHEAD)
 }
 
 /// The write-ahead log of one data dir.
@@ -157,7 +160,7 @@ impl Journal {
         }
         let (recovered, generation) = recover(dir)?;
         let generation = generation + 1;
-        let log = LogFile::create(dir, generation, zero_chunk(compact_after))?;
+        let log = LogFile::create(dir, generation, max_ahead(compact_after))?;
         let (compact_tx, compact_rx) = mpsc::channel();
         let journal = Arc::new(Journal {
             dir: dir.to_path_buf(),
@@ -313,7 +316,7 @@ impl Journal {
             if let Some((split, next)) = rotate {
                 let (before, after) = rest.split_at((split.saturating_sub(start) as usize).min(rest.len()));
                 let switched =
-                    log.write_synced(before).and_then(|()| LogFile::create(&self.dir, next, log.chunk));
+                    log.write_synced(before).and_then(|()| LogFile::create(&self.dir, next, log.max_ahead));
                 match switched {
                     Ok(new_log) => {
                         log = new_log;
@@ -445,7 +448,7 @@ fn wake_covered(mut pending: MutexGuard<'_, Pending>, ticket: Ticket) {
     covered.into_iter().for_each(Waker::wake);
 }
 
-/// A log file being appended to. The file is zero-filled ahead of its end, a chunk at a time,
+/// A log file being appended to. The file is zero-filled ahead of its end, a stretch at a time,
 /// so a commit overwrites blocks the file already has: its `fdatasync` then writes the data and
 /// flushes, with no file size or block allocation to write as well (measured on a virtual disk:
 /// 0.6x the CPU and 0.65x the wall time of an appending commit). Recovery reads the zeros as
@@ -456,13 +459,13 @@ struct LogFile {
     end: u64,
     /// The file is zero-filled up to here.
     zeroed: u64,
-    /// How far each extension zero-fills ahead.
-    chunk: u64,
+    /// The most an extension zero-fills ahead of the end.
+    max_ahead: u64,
 }
 
 impl LogFile {
     /// Creates the log of `generation`, with its header on disk.
-    fn create(dir: &Path, generation: u64, chunk: u64) -> Result<LogFile, String> {
+    fn create(dir: &Path, generation: u64, max_ahead: u64) -> Result<LogFile, String> {
         let path = dir.join(format!("log-{generation:020}.db"));
         let file = OpenOptions::new()
             .create_new(true)
@@ -473,7 +476,7 @@ impl LogFile {
         file.write_all_at(&header, 0).and_then(|()| file.sync_all()).map_err(|e| store_error(&path, e))?;
         sync_dir(dir)?;
         let end = header.len() as u64;
-        Ok(LogFile { file, end, zeroed: end, chunk })
+        Ok(LogFile { file, end, zeroed: end, max_ahead })
     }
 
     /// Writes `bytes` after the last record and waits until they are on disk.
@@ -484,8 +487,10 @@ impl LogFile {
         let end = self.end + bytes.len() as u64;
         self.file.write_all_at(bytes, self.end).map_err(|e| format!("writing the log: {e}"))?;
         if end > self.zeroed {
-            // Zero the next chunk in the same sync: only this commit pays for the new blocks.
-            let zeroed = end.next_multiple_of(self.chunk) + self.chunk;
+            // Zero ahead in the same sync, so only this commit pays for the new blocks. It zeroes
+            // as much as the log already holds (within bounds): a log that stays small, as on a
+            // server just started, writes little; a busy one extends rarely.
+            let zeroed = (end + end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD);
             let zeros = vec![0; (zeroed - end) as usize];
             self.file.write_all_at(&zeros, end).map_err(|e| format!("zero-filling the log: {e}"))?;
             self.zeroed = zeroed;
@@ -698,7 +703,7 @@ mod tests {
         log.write_synced(&bytes).unwrap();
         let path = dir.join("log-00000000000000000001.db");
         let on_disk = fs::read(&path).unwrap();
-        assert_eq!(on_disk.len(), 128 << 10, "zero-filled to the chunk after the next");
+        assert_eq!(on_disk.len(), 128 << 10, "zero-filled at least 64 KiB ahead, to a multiple of 64 KiB");
         assert!(on_disk[HEADER_LEN + bytes.len()..].iter().all(|&byte| byte == 0));
         let (recovered, _) = recover(&dir).unwrap();
         assert_eq!(recovered.slots.keys().collect::<Vec<_>>(), vec!["a"]);
@@ -712,6 +717,20 @@ mod tests {
         fs::write(&path, &torn).unwrap();
         let (recovered, _) = recover(&dir).unwrap();
         assert_eq!(recovered.slots.len(), 1, "the cut record is dropped");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_log_is_zero_filled_ahead_by_as_much_as_it_holds() {
+        let dir = temp_dir("ahead");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log-00000000000000000001.db");
+        let mut log = LogFile::create(&dir, 1, 4 << 20).unwrap();
+        log.write_synced(&[1; 100]).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 128 << 10, "a small log: 64 KiB ahead, rounded up");
+        log.write_synced(&[1; 200 << 10]).unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        assert!(len >= 2 * log.end && len < 2 * log.end + (64 << 10), "as much again as it holds: {len}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
