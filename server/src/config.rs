@@ -1,7 +1,7 @@
 //! Configuration: command-line flags, falling back to the environment and a `.env` file.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -115,13 +115,34 @@ pub enum Storage {
     Memory,
 }
 
+/// A configuration that cannot be used: a file it names cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file named by a flag cannot be read.
+    #[error("cannot read the {what} {}: {source}", path.display())]
+    Unreadable {
+        /// What the file is for (`secret file`, `etcd CA file`, ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads a file named by a flag.
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Unreadable { what, path: path.to_path_buf(), source })
+}
+
 impl Config {
     /// The configured secrets, from --secret and --secret-file; `None` when there are none.
-    pub fn secrets(&self) -> Result<Option<Secrets>, String> {
+    pub fn secrets(&self) -> Result<Option<Secrets>, ConfigError> {
         let mut text = self.secret.clone().unwrap_or_default();
         if let Some(path) = &self.secret_file {
-            let file = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read the secret file {}: {error}", path.display()))?;
+            let file = String::from_utf8_lossy(&read_file("secret file", path)?).into_owned();
             text.push(',');
             text.push_str(&file);
         }
@@ -131,18 +152,18 @@ impl Config {
 
 impl Config {
     /// The etcd client settings from the flags, reading the TLS files.
-    pub fn etcd_options(&self) -> Result<EtcdOptions, String> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
-        };
+    pub fn etcd_options(&self) -> Result<EtcdOptions, ConfigError> {
         let user = self.etcd_user.clone().zip(self.etcd_password.clone());
         let tls = if self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some() {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &self.etcd_ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+                tls = tls.ca_certificate(Certificate::from_pem(read_file("etcd CA file", ca)?));
             }
             if let (Some(cert), Some(key)) = (&self.etcd_cert_file, &self.etcd_key_file) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                tls = tls.identity(Identity::from_pem(
+                    read_file("etcd certificate file", cert)?,
+                    read_file("etcd key file", key)?,
+                ));
             }
             Some(tls)
         } else {
@@ -163,8 +184,22 @@ impl Config {
     }
 }
 
+/// A duration flag that cannot be read.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// The unit is not one of ms, s, m, h, d.
+    #[error("unknown unit `{0}`: use ms, s, m, h or d")]
+    Unit(String),
+    /// The number cannot be read.
+    #[error("`{0}` is not a duration")]
+    NotANumber(String),
+    /// The number is negative or too large.
+    #[error("`{0}` is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses `90`, `1.5`, `500ms`, `90s`, `10m`, `24h` or `1d` into a duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -174,10 +209,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86400.0,
-        other => return Err(format!("unknown unit `{other}`: use ms, s, m, h or d")),
+        other => return Err(DurationError::Unit(other.to_string())),
     };
-    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration"))?;
-    Duration::try_from_secs_f64(number * scale).map_err(|error| format!("`{text}`: {error}"))
+    let number: f64 = number.parse().map_err(|_| DurationError::NotANumber(text.to_string()))?;
+    Duration::try_from_secs_f64(number * scale).map_err(|_| DurationError::OutOfRange(text.to_string()))
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
 //! lockserver: a distributed lock service over HTTP.
 //!
-//! - [`engine`]: what a lock is, the [`engine::LockBackend`] trait and the in-memory backend;
-//!   knows nothing of HTTP.
+//! - [`engine`]: what a lock is, the [`engine::LockBackend`] trait and its backends (embedded,
+//!   etcd); knows nothing of HTTP.
 //! - [`http`]: the routes, request validation and the one error-to-status mapping; knows
-//!   nothing of how locks are stored.
+//!   nothing of how locks are stored. The wire format is the `lockserver-protocol` crate.
 //! - [`config`]: flags, environment and `.env`.
+//! - [`error`]: why the server could not start.
+//!
+//! [`run`] serves until the shutdown future it is given resolves; `main.rs` passes one that
+//! resolves on SIGINT or SIGTERM, a test may pass any other.
 
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,11 +23,12 @@ use tracing::info;
 
 use config::{Backend, Config, Storage};
 use engine::{EmbeddedBackend, EtcdBackend, LockBackend};
-use http::wire::Limits;
-use http::{HttpSettings, Secrets};
+use error::StartError;
+use http::{HttpSettings, Limits, Secrets};
 
-/// Starts the server described by `config` and serves until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), String> {
+/// Starts the server described by `config` and serves until `shutdown` resolves; then answers
+/// queued waiters, finishes the requests in flight and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -> Result<(), StartError> {
     let secrets = match config.secrets()? {
         Some(secrets) => secrets,
         None => {
@@ -39,14 +45,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let started = std::time::Instant::now();
     let backend: Arc<dyn LockBackend> = match (config.backend, config.storage) {
         (Backend::Etcd, _) => Arc::new(EtcdBackend::connect(config.etcd_options()?).await?),
-        (Backend::Embedded, Storage::Durable) => Arc::new(
-            EmbeddedBackend::durable(&config.data_dir, config.value_retention, config.compact_after)
-                .map_err(|error| format!("cannot use the data dir: {error}"))?,
-        ),
+        (Backend::Embedded, Storage::Durable) => Arc::new(EmbeddedBackend::durable(
+            &config.data_dir,
+            config.value_retention,
+            config.compact_after,
+        )?),
         (Backend::Embedded, Storage::Memory) => Arc::new(EmbeddedBackend::in_memory(config.value_retention)),
     };
     let server = http::bind(&settings, backend.clone(), secrets.clone())
-        .map_err(|error| format!("cannot listen on {}: {error}", settings.addr))?;
+        .map_err(|source| StartError::Listen { addr: settings.addr, source })?;
     let addr = server.addrs()[0];
     info!(
         %addr,
@@ -63,26 +70,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     println!("lockserver listening on http://{addr}");
     let handle = server.handle();
     actix_web::rt::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         info!("shutting down: answering queued waiters, finishing requests in flight");
         backend.shutdown().await;
         handle.stop(true).await;
     });
-    server.run().await.map_err(|error| format!("server error: {error}"))
-}
-
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    server.run().await.map_err(StartError::Serve)
 }

@@ -1,4 +1,4 @@
-//! The `lockserver` binary: reads the configuration and starts the server.
+//! The `lockserver` binary: reads the configuration, owns the signals, and runs the server.
 
 use std::process::ExitCode;
 
@@ -14,11 +14,27 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    match actix_web::rt::System::new().block_on(lockserver::run(config)) {
+    match actix_web::rt::System::new().block_on(lockserver::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lockserver: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -4,23 +4,25 @@
 //! Nothing here knows about HTTP. Requests arrive already validated (names within bounds,
 //! durations within the configured limits); the engine decides who holds what, queues waiters,
 //! hands locks off, and expires holds and leases on a monotonic clock.
+//!
+//! - `embedded/`: the lock table in this process, in memory or durable (`embedded/store/`);
+//! - `etcd/`: gateways in front of an etcd cluster;
+//! - `error.rs`: [`EngineError`], the one error type of the engine;
+//! - `clock.rs`: the wall clock, for deadlines that outlive the process.
 
-mod disk_wait;
+mod clock;
 mod embedded;
+mod error;
 pub mod etcd;
-mod journal;
-mod leases;
-mod records;
 
-pub use embedded::EmbeddedBackend;
-pub use etcd::{EtcdBackend, EtcdOptions};
+pub use embedded::{EmbeddedBackend, StoreError};
+pub use error::{EngineError, Result};
+pub use etcd::{EtcdBackend, EtcdOptions, EtcdSetupError};
 
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-
-use crate::error::Result;
 
 /// A fencing token: strictly greater than every token the server issued before, for any
 /// resource. A protected resource that remembers the highest token it has seen can refuse a
@@ -198,6 +200,6 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn health(&self) -> Health {
         Health { backend: "embedded", problem: None }
     }
-    /// Stops serving: queued waiters are answered `Unavailable`, new waits are refused.
+    /// Stops serving: queued waiters are answered `ShuttingDown`, new waits are refused.
     async fn shutdown(&self);
 }

@@ -8,10 +8,9 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+use lockserver_protocol::SECRET_HEADER;
 
-/// The header that carries the secret.
-pub const SECRET_HEADER: &str = "X-LOCKSERVER-SECRET";
+use super::error::ApiError;
 
 /// The accepted secrets, kept only as SHA-256 digests and compared in constant time.
 ///
@@ -69,7 +68,7 @@ pub async fn require_secret(
         let given = request.headers().get(SECRET_HEADER).map(|value| value.as_bytes());
         let secrets = request.app_data::<Data<Secrets>>().expect("the app is built with its secrets");
         if !given.is_some_and(|given| secrets.accepts(given)) {
-            return Err(Error::Unauthorized.into());
+            return Err(ApiError::Unauthorized.into());
         }
     }
     next.call(request).await

@@ -1,31 +1,88 @@
-//! The one place where a server [`Error`] becomes an HTTP status and a JSON body.
+//! The HTTP layer's error: an engine error, or a problem of the request itself. The one place
+//! where an error becomes an HTTP status and a `{"error": code, "message": text}` body.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use lockserver_protocol::codes::{ErrorBody, ErrorCode};
+use lockserver_protocol::millis;
 
-use super::wire::millis;
-use crate::error::Error;
+use crate::engine::EngineError;
 
-impl ResponseError for Error {
-    fn status_code(&self) -> StatusCode {
+/// Everything a request can be answered with instead of success.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The engine refused the request.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The request is malformed; the text says which field and why.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request body is larger than the server accepts.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge {
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
+    /// The secret header is missing or wrong.
+    #[error("missing or wrong X-LOCKSERVER-SECRET header")]
+    Unauthorized,
+    /// No route matches the path.
+    #[error("no such route; see the README for the API")]
+    NotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    /// Shorthand for an [`ApiError::BadRequest`].
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(message.into())
+    }
+
+    /// The protocol's code for this error.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Locked { .. } | Error::NotOwner => StatusCode::CONFLICT,
-            Error::NotHeld | Error::NoSuchLease | Error::NotFound => StatusCode::NOT_FOUND,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Engine(error) => match error {
+                EngineError::Locked { .. } => ErrorCode::Locked,
+                EngineError::NotHeld => ErrorCode::NotHeld,
+                EngineError::NotOwner => ErrorCode::NotOwner,
+                EngineError::NoSuchLease => ErrorCode::NoSuchLease,
+                // Kept as the API has always answered it: the request asked for what this lock
+                // cannot have.
+                EngineError::LeaseBound => ErrorCode::BadRequest,
+                EngineError::ShuttingDown | EngineError::Unavailable(_) | EngineError::Storage(_) => {
+                    ErrorCode::Unavailable
+                }
+            },
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::TooLarge { .. } => ErrorCode::TooLarge,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
         }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        if let Error::Locked { owner, expires_in } = self {
-            body["owner"] = json!(owner);
-            body["expires_in_ms"] = json!(expires_in.map(millis));
+        let mut body = ErrorBody {
+            error: self.code().as_str().into(),
+            message: self.to_string(),
+            ..ErrorBody::default()
+        };
+        if let ApiError::Engine(EngineError::Locked { owner, expires_in }) = self {
+            body.owner = Some(owner.clone());
+            body.expires_in_ms = Some(expires_in.map(millis));
         }
         HttpResponse::build(self.status_code()).json(body)
     }
 }
+
+/// The result type of the HTTP layer.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;

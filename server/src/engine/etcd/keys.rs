@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::engine::{EngineError, Result};
 
 /// The key layout under one prefix.
 #[derive(Debug, Clone)]
@@ -109,7 +109,7 @@ pub(super) fn lease_name(id: i64) -> String {
 pub(super) fn lease_number(name: &str) -> Result<i64> {
     match u64::from_str_radix(name, 16) {
         Ok(id) if name.len() == 16 && id != 0 => Ok(id as i64),
-        _ => Err(Error::NoSuchLease),
+        _ => Err(EngineError::NoSuchLease),
     }
 }
 
@@ -150,7 +150,7 @@ pub(super) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 /// Decodes a record; a key holding something else is reported, not trusted.
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|error| {
-        Error::Unavailable(format!(
+        EngineError::Unavailable(format!(
             "etcd key {:?} does not hold a lockserver record ({error}); is another program using the key prefix?",
             String::from_utf8_lossy(key)
         ))
@@ -188,7 +188,7 @@ mod tests {
     fn lease_ids_round_trip() {
         assert_eq!(lease_number(&lease_name(0x7abc)).ok(), Some(0x7abc));
         assert_eq!(lease_number(&lease_name(-5)).ok(), Some(-5));
-        assert!(matches!(lease_number("xyz"), Err(Error::NoSuchLease)));
-        assert!(matches!(lease_number("0000000000000000"), Err(Error::NoSuchLease)));
+        assert!(matches!(lease_number("xyz"), Err(EngineError::NoSuchLease)));
+        assert!(matches!(lease_number("0000000000000000"), Err(EngineError::NoSuchLease)));
     }
 }

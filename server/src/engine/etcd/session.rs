@@ -15,7 +15,7 @@ use tokio::time::{sleep, Instant};
 use tracing::warn;
 
 use super::unavailable;
-use crate::error::Result;
+use crate::engine::Result;
 
 /// The time to live of a gateway's session lease, in seconds.
 pub(super) const SESSION_TTL: i64 = 5;

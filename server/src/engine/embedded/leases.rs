@@ -12,10 +12,10 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::journal::{wall_now_ms, Journal};
-use super::records::Record;
-use super::{LeaseId, LeaseInfo};
-use crate::error::{Error, Result};
+use super::store::Journal;
+use super::store::Record;
+use crate::engine::clock::wall_now_ms;
+use crate::engine::{EngineError, LeaseId, LeaseInfo, Result};
 
 /// All live leases, behind one mutex: lease calls are rare next to lock calls.
 pub(super) struct LeaseTable {
@@ -185,7 +185,7 @@ fn lease_record(id: &LeaseId, lease: &Lease, now: Instant, wall_ms: u64) -> Reco
 fn live<'a>(leases: &'a mut HashMap<LeaseId, Lease>, id: &LeaseId, now: Instant) -> Result<&'a mut Lease> {
     match leases.get_mut(id) {
         Some(lease) if lease.deadline > now => Ok(lease),
-        _ => Err(Error::NoSuchLease),
+        _ => Err(EngineError::NoSuchLease),
     }
 }
 

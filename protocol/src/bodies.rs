@@ -1,0 +1,186 @@
+//! The JSON bodies of every route: what clients send and what the server answers.
+//!
+//! Requests: optional fields are left out when `None`; unknown fields are ignored. On the
+//! resource routes (`PUT/PATCH/DELETE /locks/{resource}`) the path names the resource and
+//! `resource` is absent. Replies: every field is always present (`null` when empty).
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /acquire`, `PUT /locks/{resource}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AcquireBody {
+    /// The lock's name (absent on the resource route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Who asks; the same owner acquiring again is idempotent.
+    pub owner: String,
+    /// Seconds until the hold expires unless refreshed; excludes `lease`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<f64>,
+    /// Seconds to queue when the lock is held; absent or 0 answers at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<f64>,
+    /// A lease id to bind the hold to; excludes `expire`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// A value to store with the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `POST /release`, and the query of `DELETE /locks/{resource}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseBody {
+    /// The lock's name (absent on the resource route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The holder.
+    pub owner: String,
+    /// When given, the release applies only to this hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+    /// Keep the stored value for the next holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_value: Option<bool>,
+}
+
+/// `POST /refresh`, `PATCH /locks/{resource}`: `expire`, `value` or both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefreshBody {
+    /// The lock's name (absent on the resource route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The holder.
+    pub owner: String,
+    /// The new time to live in seconds, counted from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<f64>,
+    /// When given, the refresh applies only to this hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+    /// Replaces the stored value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The query of `GET /locks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only names starting with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The page size (default [`DEFAULT_LIST_LIMIT`](crate::limits::DEFAULT_LIST_LIMIT)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Names strictly after this one (the `next` of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// `POST /leases`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaseBody {
+    /// The lease's time to live in seconds.
+    pub ttl: f64,
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantReply {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// The fencing token of this hold.
+    pub token: u64,
+    /// Time left on the hold; `null` without an expiry of its own.
+    pub expires_in_ms: Option<u64>,
+    /// The value stored with the lock.
+    pub value: Option<String>,
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleasedReply {
+    /// Always true: a failed release is an error.
+    pub released: bool,
+}
+
+/// The answer to a refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshedReply {
+    /// The hold's fencing token (a refresh keeps it).
+    pub token: u64,
+    /// Time left on the hold; `null` without an expiry of its own.
+    pub expires_in_ms: Option<u64>,
+}
+
+/// A held lock, as inspected or listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockReply {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// The hold's fencing token.
+    pub token: u64,
+    /// Time left on the hold; `null` without an expiry of its own.
+    pub expires_in_ms: Option<u64>,
+    /// The value stored with the lock.
+    pub value: Option<String>,
+    /// How many requests are queued for it.
+    pub waiters: usize,
+    /// The lease the hold is bound to.
+    pub lease: Option<String>,
+}
+
+/// A page of held locks in name order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockPageReply {
+    /// The locks on this page.
+    pub locks: Vec<LockReply>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    pub next: Option<String>,
+}
+
+/// A lease, as granted or inspected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseReply {
+    /// The lease id.
+    pub lease: String,
+    /// The time to live each keepalive restores, in seconds.
+    pub ttl: f64,
+    /// Time left before the lease expires unless kept alive.
+    pub expires_in_ms: u64,
+    /// The locks held under it, in name order.
+    pub locks: Vec<String>,
+}
+
+/// The answer to a keepalive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeepaliveReply {
+    /// The restored time to live, in seconds.
+    pub ttl: f64,
+}
+
+/// The answer to a revoke.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokedReply {
+    /// Always true: a failed revoke is an error.
+    pub revoked: bool,
+}
+
+/// The answer of `GET /health` (with `error` and `message` when unavailable, status 503).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReply {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// `embedded` or `etcd`.
+    pub backend: String,
+    /// `unavailable` when the backend cannot serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the backend cannot serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

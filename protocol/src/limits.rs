@@ -1,0 +1,17 @@
+//! The fixed bounds of the protocol. The server refuses what exceeds them with `bad_request`
+//! (or `too_large` for a body); clients may check them before sending.
+
+/// The longest resource name, in bytes.
+pub const MAX_RESOURCE_LEN: usize = 512;
+/// The longest owner name, in bytes.
+pub const MAX_OWNER_LEN: usize = 256;
+/// The largest value stored with a lock, in bytes.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+/// The largest request body, in bytes.
+pub const MAX_BODY_LEN: usize = 128 * 1024;
+/// The longest lease id accepted, in bytes.
+pub const MAX_LEASE_ID_LEN: usize = 64;
+/// The default page size of a listing.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// The largest page size of a listing.
+pub const MAX_LIST_LIMIT: usize = 1000;

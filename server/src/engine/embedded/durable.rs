@@ -1,0 +1,110 @@
+//! The bridge between the lock table and its durable store: rebuilding the table from what
+//! recovery found, and writing the table out as records (one record per slot, for the journal
+//! and for snapshots). Deadlines cross this bridge as wall-clock milliseconds.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::slot::{Holder, Slot};
+use super::store::{Record, Recovered};
+use super::Shared;
+use crate::engine::clock::wall_now_ms;
+use crate::engine::{FencingToken, LeaseId};
+
+impl Shared {
+    /// Rebuilds the table from what the journal recovered, expiring what expired meanwhile.
+    pub(super) fn restore(&self, recovered: Recovered) {
+        let (now, wall) = (Instant::now(), wall_now_ms());
+        let instant = |deadline_ms: u64| -> Option<Instant> {
+            deadline_ms
+                .checked_sub(wall)
+                .filter(|left| *left > 0)
+                .map(|left| now + Duration::from_millis(left))
+        };
+        let retention_ms = self.value_retention.as_millis() as u64;
+        for (id, (ttl_ms, deadline_ms)) in recovered.leases {
+            if let Some(deadline) = instant(deadline_ms) {
+                self.leases.restore(LeaseId(id), Duration::from_millis(ttl_ms), deadline);
+            }
+        }
+        for (name, record) in recovered.slots {
+            let key: Arc<str> = Arc::from(name.as_str());
+            let slot = match record {
+                Record::Hold { owner, token, deadline_ms, lease, value, .. } => {
+                    let lease = lease.map(LeaseId);
+                    let alive = match (&lease, deadline_ms) {
+                        (Some(lease), _) => self.leases.attach(lease, &key, now).is_ok(),
+                        (None, Some(deadline_ms)) => instant(deadline_ms).is_some(),
+                        (None, None) => true,
+                    };
+                    let value = value.map(String::into_boxed_str);
+                    if alive {
+                        let holder =
+                            Holder { owner: owner.into_boxed_str(), token: FencingToken(token), lease };
+                        Slot {
+                            holder: Some(holder),
+                            deadline: deadline_ms.and_then(instant),
+                            value,
+                            ..Slot::default()
+                        }
+                    } else {
+                        // Expired while the server was down: the value stays for the next holder.
+                        let ended_ms = deadline_ms.unwrap_or(wall).min(wall);
+                        let deadline = instant(ended_ms + retention_ms);
+                        Slot { value: value.filter(|_| deadline.is_some()), deadline, ..Slot::default() }
+                    }
+                }
+                Record::Free { value, value_deadline_ms, .. } => {
+                    let deadline = value_deadline_ms.and_then(instant);
+                    let value = value.filter(|_| deadline.is_some() || value_deadline_ms.is_none());
+                    Slot { value: value.map(String::into_boxed_str), deadline, ..Slot::default() }
+                }
+                _ => continue,
+            };
+            if slot.is_vacant() {
+                continue;
+            }
+            let mut state = self.shard_of(&key).state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.timers.update(&key, None, slot.deadline);
+            state.slots.insert(key, Box::new(slot));
+        }
+    }
+
+    /// Emits the whole state as records, one shard at a time, for a snapshot.
+    pub(super) fn snapshot(&self, emit: &mut dyn FnMut(&Record)) {
+        let mut records = Vec::new();
+        for shard in self.shards.iter() {
+            {
+                let state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let (now, wall) = (Instant::now(), wall_now_ms());
+                records.extend(state.slots.iter().map(|(name, slot)| slot.record(name, now, wall)));
+            }
+            records.drain(..).for_each(|record| emit(&record));
+        }
+        self.leases.records(Instant::now(), wall_now_ms()).iter().for_each(emit);
+    }
+}
+
+impl Slot {
+    /// The slot's state as a journal record (deadlines on the wall clock).
+    pub(super) fn record(&self, name: &str, now: Instant, wall_ms: u64) -> Record {
+        let wall = |at: Instant| wall_ms + at.saturating_duration_since(now).as_millis() as u64;
+        match &self.holder {
+            Some(holder) => Record::Hold {
+                resource: name.to_string(),
+                owner: holder.owner.to_string(),
+                token: holder.token.0,
+                deadline_ms: self.deadline.map(wall),
+                lease: holder.lease.as_ref().map(|lease| lease.0.clone()),
+                value: self.value.as_deref().map(str::to_string),
+            },
+            None => Record::Free {
+                resource: name.to_string(),
+                value: self.value.as_deref().map(str::to_string),
+                value_deadline_ms: self.deadline.map(wall),
+            },
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! One resource's state machine: who holds it, until when, its value, and its FIFO queue.
+//! Grants, renewals, refreshes, releases and the direct hand-off to the head waiter all happen
+//! here, under the shard's mutex, through a [`SlotCx`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::engine::{
+    EngineError, FencingToken, Grant, LeaseId, Lifetime, LockInfo, RefreshRequest, Refreshed, Result,
+};
+
+/// Everything the table knows about one resource, kept small: a million of them must fit
+/// in a few hundred megabytes. Invariant: waiters are queued only while the lock is held.
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) holder: Option<Holder>,
+    /// While held: when the hold expires (`None` without expiry or under a lease). While free:
+    /// when the value left behind is dropped. The one deadline the shard's timers track.
+    pub(super) deadline: Option<Instant>,
+    pub(super) value: Option<Box<str>>,
+    /// Boxed, and absent unless someone waits: most locks never have a queue, and the box
+    /// keeps the slot 24 bytes smaller than an empty `VecDeque` would.
+    #[allow(clippy::box_collection)]
+    pub(super) waiters: Option<Box<VecDeque<Waiter>>>,
+}
+
+/// The current hold.
+pub(super) struct Holder {
+    pub(super) owner: Box<str>,
+    pub(super) token: FencingToken,
+    pub(super) lease: Option<LeaseId>,
+}
+
+/// A queued request.
+pub(super) struct Waiter {
+    id: u64,
+    owner: String,
+    pub(super) lifetime: Lifetime,
+    value: Option<String>,
+    pub(super) reply: oneshot::Sender<Result<Grant>>,
+}
+
+/// What an acquire did at once.
+pub(super) enum Acquired {
+    Granted(Grant),
+    Queued { name: Arc<str>, id: u64, reply: oneshot::Receiver<Result<Grant>> },
+}
+
+/// One slot under its shard's mutex, with what the operations on it need.
+pub(super) struct SlotCx<'a> {
+    pub(super) slot: &'a mut Slot,
+    name: &'a Arc<str>,
+    shared: &'a Shared,
+    now: Instant,
+    /// Set by every change to the slot: its new state is journaled.
+    pub(super) dirty: bool,
+}
+
+impl<'a> SlotCx<'a> {
+    pub(super) fn new(slot: &'a mut Slot, name: &'a Arc<str>, shared: &'a Shared, now: Instant) -> Self {
+        SlotCx { slot, name, shared, now, dirty: false }
+    }
+
+    /// Expires a hold whose deadline has passed and drops a value whose retention has ended.
+    pub(super) fn settle(&mut self) {
+        if self.slot.holder.is_some() && self.slot.deadline.is_some_and(|at| at <= self.now) {
+            self.end_hold(true);
+        }
+        if self.slot.holder.is_none() && self.slot.deadline.is_some_and(|at| at <= self.now) {
+            self.slot.value = None;
+            self.slot.deadline = None;
+            self.dirty = true;
+        }
+    }
+
+    /// Grants the lock, renews the holder's own hold, refuses it, or queues for it.
+    pub(super) fn acquire(
+        &mut self,
+        owner: String,
+        lifetime: Lifetime,
+        value: Option<String>,
+        may_queue: bool,
+    ) -> Result<Acquired> {
+        let Some(holder) = &self.slot.holder else {
+            return self.grant(owner, lifetime, value).map(Acquired::Granted);
+        };
+        if *holder.owner == *owner {
+            return self.renew(lifetime, value).map(Acquired::Granted);
+        }
+        if !may_queue {
+            return Err(self.locked());
+        }
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        if let Lifetime::Lease(lease) = &lifetime {
+            self.shared.leases.note_waiting(lease, self.name, self.now)?;
+        }
+        let id = self.shared.last_waiter.fetch_add(1, Ordering::Relaxed) + 1;
+        let (reply, receiver) = oneshot::channel();
+        self.slot.queue().push_back(Waiter { id, owner, lifetime, value, reply });
+        Ok(Acquired::Queued { name: self.name.clone(), id, reply: receiver })
+    }
+
+    /// Makes `owner` the holder of the free lock under a new fencing token.
+    fn grant(&mut self, owner: String, lifetime: Lifetime, value: Option<String>) -> Result<Grant> {
+        debug_assert!(self.slot.holder.is_none());
+        let (deadline, lease) = self.bind(&lifetime)?;
+        if let Some(value) = value {
+            self.slot.value = Some(value.into_boxed_str());
+        }
+        self.slot.deadline = deadline;
+        let token = self.shared.next_token();
+        self.slot.holder = Some(Holder { owner: owner.into_boxed_str(), token, lease });
+        self.dirty = true;
+        Ok(self.grant_info())
+    }
+
+    /// The holder acquires again: same token, lifetime reset, value replaced when given.
+    fn renew(&mut self, lifetime: Lifetime, value: Option<String>) -> Result<Grant> {
+        let (deadline, lease) = self.bind(&lifetime)?;
+        let holder = self.slot.holder.as_mut().expect("renew is called on a held lock");
+        if let Some(old) = holder.lease.take().filter(|old| lease.as_ref() != Some(old)) {
+            self.shared.leases.detach(&old, self.name);
+        }
+        holder.lease = lease;
+        self.slot.deadline = deadline;
+        if let Some(value) = value {
+            self.slot.value = Some(value.into_boxed_str());
+        }
+        self.dirty = true;
+        Ok(self.grant_info())
+    }
+
+    /// The deadline and lease of a hold that starts now; attaches the lock to its lease.
+    fn bind(&self, lifetime: &Lifetime) -> Result<(Option<Instant>, Option<LeaseId>)> {
+        Ok(match lifetime {
+            Lifetime::Unbounded => (None, None),
+            Lifetime::Expire(ttl) => (Some(self.now + *ttl), None),
+            Lifetime::Lease(lease) => {
+                self.shared.leases.attach(lease, self.name, self.now)?;
+                (None, Some(lease.clone()))
+            }
+        })
+    }
+
+    fn grant_info(&self) -> Grant {
+        let holder = self.slot.holder.as_ref().expect("a grant describes a held lock");
+        Grant {
+            resource: self.name.to_string(),
+            owner: holder.owner.to_string(),
+            token: holder.token,
+            expires_in: holder.expires_in(self.slot.deadline, self.shared, self.now),
+            value: self.slot.value.as_deref().map(str::to_string),
+        }
+    }
+
+    fn locked(&self) -> EngineError {
+        match &self.slot.holder {
+            Some(holder) => EngineError::Locked {
+                owner: holder.owner.to_string(),
+                expires_in: holder.expires_in(self.slot.deadline, self.shared, self.now),
+            },
+            None => EngineError::NotHeld,
+        }
+    }
+
+    /// The held lock as inspection shows it; `None` when free.
+    pub(super) fn info(&self) -> Option<LockInfo> {
+        self.slot.info(self.name, self.shared, self.now)
+    }
+
+    /// Succeeds when `owner` holds the lock (under `token`, when given).
+    pub(super) fn check_holder(&self, owner: &str, token: Option<FencingToken>) -> Result<&Holder> {
+        let holder = self.slot.holder.as_ref().ok_or(EngineError::NotHeld)?;
+        if *holder.owner != *owner || token.is_some_and(|token| token != holder.token) {
+            return Err(EngineError::NotOwner);
+        }
+        Ok(holder)
+    }
+
+    /// Extends the hold and/or replaces its value.
+    pub(super) fn refresh(&mut self, request: &RefreshRequest) -> Result<Refreshed> {
+        let under_lease = self.check_holder(&request.owner, request.token)?.lease.is_some();
+        if under_lease && request.expire.is_some() {
+            return Err(EngineError::LeaseBound);
+        }
+        if let Some(expire) = request.expire {
+            self.slot.deadline = Some(self.now + expire);
+        }
+        if let Some(value) = &request.value {
+            self.slot.value = Some(value.as_str().into());
+        }
+        self.dirty = true;
+        let holder = self.slot.holder.as_ref().expect("checked above");
+        let expires_in = holder.expires_in(self.slot.deadline, self.shared, self.now);
+        Ok(Refreshed { token: holder.token, expires_in })
+    }
+
+    /// Ends the current hold and hands the lock to the head waiter. The value stays for the
+    /// next holder when `keep_value` (always on expiry: the holder may have died mid-job).
+    pub(super) fn end_hold(&mut self, keep_value: bool) {
+        let Some(holder) = self.slot.holder.take() else { return };
+        self.slot.deadline = None;
+        self.dirty = true;
+        if let Some(lease) = &holder.lease {
+            self.shared.leases.detach(lease, self.name);
+        }
+        if !keep_value {
+            self.slot.value = None;
+        }
+        self.promote();
+        if self.slot.holder.is_none() && self.slot.value.is_some() {
+            self.slot.deadline = Some(self.now + self.shared.value_retention);
+        }
+    }
+
+    /// Grants the free lock to the first waiter still there, in arrival order.
+    fn promote(&mut self) {
+        while let Some(waiter) = self.slot.next_waiter() {
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            let answer = self.grant(waiter.owner, waiter.lifetime, waiter.value);
+            let granted = answer.is_ok();
+            if waiter.reply.send(answer).is_ok() && granted {
+                return;
+            }
+            if granted {
+                // The waiter left between the check and the send: take the grant back.
+                let holder = self.slot.holder.take().expect("just granted");
+                self.slot.deadline = None;
+                if let Some(lease) = &holder.lease {
+                    self.shared.leases.detach(lease, self.name);
+                }
+            }
+        }
+    }
+
+    /// A queued waiter's time ran out: leave the queue, unless the lock was granted meanwhile.
+    pub(super) fn give_up(&mut self, id: u64, reply: &mut oneshot::Receiver<Result<Grant>>) -> Result<Grant> {
+        if self.slot.remove_waiter(id) {
+            return Err(self.locked());
+        }
+        reply.try_recv().unwrap_or(Err(EngineError::ShuttingDown))
+    }
+
+    /// A queued waiter went away: leave the queue, and give back a grant it never saw.
+    pub(super) fn cancel(&mut self, id: u64, reply: &mut oneshot::Receiver<Result<Grant>>) {
+        if self.slot.remove_waiter(id) {
+            return;
+        }
+        if let Ok(Ok(grant)) = reply.try_recv() {
+            if self.slot.holder.as_ref().is_some_and(|h| h.token == grant.token) {
+                self.end_hold(true);
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// The waiter queue, created on first use.
+    pub(super) fn queue(&mut self) -> &mut VecDeque<Waiter> {
+        self.waiters.get_or_insert_with(Box::default)
+    }
+
+    /// How many requests are queued.
+    fn waiting(&self) -> usize {
+        self.waiters.as_ref().map_or(0, |queue| queue.len())
+    }
+
+    /// The first waiter, removed from the queue (dropped once empty).
+    fn next_waiter(&mut self) -> Option<Waiter> {
+        let queue = self.waiters.as_mut()?;
+        let waiter = queue.pop_front();
+        if queue.is_empty() {
+            self.waiters = None;
+        }
+        waiter
+    }
+
+    /// Removes the waiter `id` if it is still queued.
+    fn remove_waiter(&mut self, id: u64) -> bool {
+        let Some(queue) = self.waiters.as_mut() else { return false };
+        let Some(position) = queue.iter().position(|w| w.id == id) else { return false };
+        queue.remove(position);
+        if queue.is_empty() {
+            self.waiters = None;
+        }
+        true
+    }
+
+    /// Every waiter, in order, leaving the queue empty.
+    pub(super) fn take_waiters(&mut self) -> VecDeque<Waiter> {
+        self.waiters.take().map(|queue| *queue).unwrap_or_default()
+    }
+
+    /// Whether the slot holds nothing worth keeping.
+    pub(super) fn is_vacant(&self) -> bool {
+        self.holder.is_none() && self.value.is_none() && self.waiters.is_none()
+    }
+
+    /// The held lock as inspection shows it; `None` when free or past its deadline.
+    pub(super) fn info(&self, name: &str, shared: &Shared, now: Instant) -> Option<LockInfo> {
+        let holder = self.holder.as_ref().filter(|_| self.deadline.is_none_or(|at| at > now))?;
+        Some(LockInfo {
+            resource: name.to_string(),
+            owner: holder.owner.to_string(),
+            token: holder.token,
+            expires_in: holder.expires_in(self.deadline, shared, now),
+            value: self.value.as_deref().map(str::to_string),
+            waiters: self.waiting(),
+            lease: holder.lease.clone(),
+        })
+    }
+}
+
+impl Holder {
+    /// Time left on the hold: until its `deadline`, or its lease's; `None` when unbounded.
+    fn expires_in(&self, deadline: Option<Instant>, shared: &Shared, now: Instant) -> Option<Duration> {
+        match (&self.lease, deadline) {
+            (Some(lease), _) => Some(shared.leases.expires_in(lease, now).unwrap_or_default()),
+            (None, Some(at)) => Some(at.saturating_duration_since(now)),
+            (None, None) => None,
+        }
+    }
+}

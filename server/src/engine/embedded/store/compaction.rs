@@ -1,0 +1,70 @@
+//! Compaction: rotate to a new log generation, write a snapshot of the whole state for it,
+//! then delete the files it makes redundant. Runs on its own thread; requests go on meanwhile,
+//! since the snapshot source reads one shard of the lock table at a time.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
+
+use super::log_file::sync_dir;
+use super::records::{self, Record};
+use super::recovery::{list_files, FileKind};
+use super::{Journal, StoreError};
+
+impl Journal {
+    /// Rotates to a new log generation, writes a snapshot for it, and deletes what it makes
+    /// redundant.
+    pub(super) fn compact(&self) -> Result<(), StoreError> {
+        let Some(source) = self.source.get() else { return Ok(()) };
+        let (current, changed) = &self.generation;
+        let next = *current.lock().unwrap_or_else(PoisonError::into_inner) + 1;
+        {
+            let mut pending = self.pending();
+            pending.rotate = Some((pending.appended, next));
+        }
+        self.wake.notify_one();
+        {
+            let mut generation = current.lock().unwrap_or_else(PoisonError::into_inner);
+            while *generation < next && self.failure.get().is_none() {
+                generation = changed.wait(generation).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        if let Some(failure) = self.failure.get() {
+            return Err(failure.clone());
+        }
+        // Everything appended before the switch is in memory now, so the snapshot holds it.
+        let temporary = self.dir.join(format!("snapshot-{next:020}.tmp"));
+        let file = File::create(&temporary).map_err(StoreError::io(&temporary, "create"))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut failed = out.write_all(&records::header()).err();
+        let mut buffer = Vec::with_capacity(4096);
+        source(&mut |record| {
+            buffer.clear();
+            record.encode_into(&mut buffer);
+            if failed.is_none() {
+                failed = out.write_all(&buffer).err();
+            }
+        });
+        let reserved = self.reserved.load(Ordering::Acquire);
+        buffer.clear();
+        Record::Reserve { ceiling: reserved }.encode_into(&mut buffer);
+        if let Some(error) = failed.or_else(|| out.write_all(&buffer).err()) {
+            let _ = fs::remove_file(&temporary);
+            return Err(StoreError::io(&temporary, "write the snapshot")(error));
+        }
+        let file =
+            out.into_inner().map_err(|e| StoreError::io(&temporary, "write the snapshot")(e.into_error()))?;
+        file.sync_all().map_err(StoreError::io(&temporary, "sync the snapshot"))?;
+        let snapshot = self.dir.join(format!("snapshot-{next:020}.db"));
+        fs::rename(&temporary, &snapshot)
+            .map_err(StoreError::io(&snapshot, "rename the snapshot into place"))?;
+        sync_dir(&self.dir)?;
+        for (kind, generation, path) in list_files(&self.dir)? {
+            if generation < next && (kind == FileKind::Log || kind == FileKind::Snapshot) {
+                fs::remove_file(&path).map_err(StoreError::io(&path, "remove"))?;
+            }
+        }
+        sync_dir(&self.dir)
+    }
+}

@@ -1,0 +1,282 @@
+//! The durable store: a write-ahead log of [`Record`]s with group commit, snapshots, and
+//! recovery.
+//!
+//! The in-memory lock table stays the source of truth; every change to it appends the new
+//! state of what changed to the [`Journal`], and the request that made the change is answered
+//! only once [`Journal::sync`] says the bytes are on disk. One writer thread (`writer.rs`)
+//! writes and `fdatasync`s whatever has accumulated since its last flush, so concurrent
+//! changes share one sync (group commit).
+//!
+//! Files in the data dir, by generation `G`:
+//! - `snapshot-G.db`: the whole state, at least as new as every log older than `G`. Written
+//!   to a `.tmp` file, synced, then renamed into place (`compaction.rs`).
+//! - `log-G.db`: records appended after generation `G` began (`log_file.rs`).
+//! - `LOCK`: held with an exclusive file lock while a server uses the dir.
+//!
+//! Recovery (`recovery.rs`) loads the newest snapshot and replays every log of its generation
+//! or later. A log is zero-filled ahead of its last record, so zeros end it. A record cut short
+//! at the end of a log (a crash mid-write) is dropped: it was never acknowledged. Damage
+//! anywhere else stops the server with a message naming the file.
+
+mod compaction;
+mod disk_wait;
+mod error;
+mod log_file;
+mod records;
+mod recovery;
+mod writer;
+
+pub use error::StoreError;
+pub use records::Record;
+pub use recovery::Recovered;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Waker;
+
+use crate::engine::Result;
+use disk_wait::DiskWaiters;
+use log_file::{max_ahead, LogFile};
+use writer::OnDisk;
+
+/// Tokens are reserved in blocks this large: the next start issues tokens above the block.
+const TOKEN_BLOCK: u64 = 1 << 20;
+
+/// Emits the whole current state as records, for a snapshot.
+pub type SnapshotSource = Box<dyn Fn(&mut dyn FnMut(&Record)) + Send + Sync>;
+
+/// The write-ahead log of one data dir.
+pub struct Journal {
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+    /// Wakes the writer thread.
+    wake: Condvar,
+    /// Tokens up to this are reserved durably (or will be, before any is answered). Read
+    /// without the pending mutex on every grant; raised only under it.
+    reserved: AtomicU64,
+    /// Set when a write or sync failed: the store can no longer promise anything.
+    failure: OnceLock<StoreError>,
+    /// The generation the writer appends to, and its waiters (compaction).
+    generation: (Mutex<u64>, Condvar),
+    compact: Mutex<mpsc::Sender<()>>,
+    /// A log is compacted once it has grown by this many bytes.
+    compact_after: u64,
+    source: OnceLock<SnapshotSource>,
+    /// Held for the life of the journal: the dir's exclusive lock.
+    _lock: File,
+}
+
+struct Pending {
+    /// Appended, not yet handed to the writer.
+    bytes: Vec<u8>,
+    /// Position after the last appended byte.
+    appended: u64,
+    /// Switch to log generation `.1` at position `.0`.
+    rotate: Option<(u64, u64)>,
+    /// Set by [`Journal::close`]: the writer flushes what is left and ends.
+    closed: bool,
+    /// How far the log is on disk, as a position in the stream of appended bytes.
+    durable: u64,
+    /// Requests waiting for a position to be on disk (each registers the position appended
+    /// when it asked, under this mutex). Only those a sync covered are woken.
+    waiters: DiskWaiters,
+    /// Set while the writer sleeps: only then does an append need to wake it.
+    writer_idle: bool,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the data dir, takes its lock, recovers its state, and
+    /// starts the writer and compaction threads.
+    pub fn open(dir: &Path, compact_after: u64) -> Result<(Arc<Journal>, Recovered), StoreError> {
+        fs::create_dir_all(dir).map_err(StoreError::io(dir, "create the data dir"))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path, "open"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::InUse { path: dir.to_path_buf() }),
+            Err(TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, "lock")(e)),
+        }
+        let (recovered, generation) = recovery::recover(dir)?;
+        let generation = generation + 1;
+        let log = LogFile::create(dir, generation, max_ahead(compact_after))?;
+        let (compact_tx, compact_rx) = mpsc::channel();
+        let journal = Arc::new(Journal {
+            dir: dir.to_path_buf(),
+            pending: Mutex::new(Pending {
+                bytes: Vec::new(),
+                appended: 0,
+                rotate: None,
+                closed: false,
+                durable: 0,
+                waiters: DiskWaiters::default(),
+                writer_idle: false,
+            }),
+            wake: Condvar::new(),
+            reserved: AtomicU64::new(recovered.max_token),
+            failure: OnceLock::new(),
+            generation: (Mutex::new(generation), Condvar::new()),
+            compact: Mutex::new(compact_tx),
+            compact_after,
+            source: OnceLock::new(),
+            _lock: lock,
+        });
+        let writer = journal.clone();
+        std::thread::Builder::new()
+            .name("lockserver-journal".into())
+            .spawn(move || writer.run_writer(log))
+            .map_err(StoreError::io(dir, "start the journal writer"))?;
+        let compactor = Arc::downgrade(&journal);
+        std::thread::Builder::new()
+            .name("lockserver-compact".into())
+            .spawn(move || {
+                while compact_rx.recv().is_ok() {
+                    let Some(journal) = compactor.upgrade() else { return };
+                    if let Err(error) = journal.compact() {
+                        tracing::error!(%error, "compaction failed; the log keeps growing until the next try");
+                    }
+                }
+            })
+            .map_err(StoreError::io(dir, "start compaction"))?;
+        Ok((journal, recovered))
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers where snapshots come from, and compacts once (a fresh snapshot at start-up).
+    pub fn start_compaction(&self, source: SnapshotSource) {
+        let _ = self.source.set(source);
+        self.request_compaction();
+    }
+
+    fn request_compaction(&self) {
+        let _ = self.compact.lock().unwrap_or_else(PoisonError::into_inner).send(());
+    }
+
+    /// Appends a record; it is on disk once a later [`sync`](Self::sync) returns.
+    pub fn append(&self, record: &Record) {
+        let mut encoded = Vec::with_capacity(64);
+        record.encode_into(&mut encoded);
+        let mut pending = self.pending();
+        pending.appended += encoded.len() as u64;
+        pending.bytes.extend_from_slice(&encoded);
+        let idle = pending.writer_idle;
+        drop(pending);
+        if idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Called with every new fencing token before it can be answered: keeps a durable
+    /// reservation well ahead of it, so no token is ever issued twice across restarts.
+    pub fn note_token(&self, token: u64) {
+        if token + TOKEN_BLOCK / 2 <= self.reserved.load(Ordering::Acquire) {
+            return; // the common case: well inside the current reservation
+        }
+        let mut pending = self.pending();
+        if token + TOKEN_BLOCK / 2 > self.reserved.load(Ordering::Acquire) {
+            let ceiling = token + TOKEN_BLOCK;
+            let mut encoded = Vec::new();
+            Record::Reserve { ceiling }.encode_into(&mut encoded);
+            pending.appended += encoded.len() as u64;
+            pending.bytes.extend_from_slice(&encoded);
+            // Raised after the record is queued, under the mutex: no token above the old
+            // ceiling can be journaled before its reservation.
+            self.reserved.store(ceiling, Ordering::Release);
+        }
+    }
+
+    /// Resolves once everything appended so far is on disk.
+    pub async fn sync(&self) -> Result<()> {
+        OnDisk::new(self).await;
+        match self.failure.get() {
+            Some(failure) => Err(failure.clone().into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes what is appended and stops the writer, releasing the data dir once the last
+    /// handle is dropped.
+    pub fn close(&self) {
+        self.pending().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// The writer failed: refuse every change from now on, and wake everyone waiting.
+    fn fail(&self, failure: StoreError) {
+        tracing::error!(%failure, "the journal cannot write; state changes are refused from now on");
+        let _ = self.failure.set(failure);
+        let waiting = {
+            let mut pending = self.pending();
+            pending.durable = u64::MAX;
+            pending.waiters.take_all()
+        };
+        // Every waiter must see the failure, and so must a compaction waiting for the writer to
+        // switch logs.
+        waiting.into_iter().for_each(Waker::wake);
+        let (current, changed) = &self.generation;
+        drop(current.lock().unwrap_or_else(PoisonError::into_inner));
+        changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn hold(resource: &str, token: u64) -> Record {
+        Record::Hold {
+            resource: resource.into(),
+            owner: "o".into(),
+            token,
+            deadline_ms: None,
+            lease: None,
+            value: None,
+        }
+    }
+
+    pub(super) fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lockserver-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn appended_records_survive_a_reopen() {
+        let dir = temp_dir("reopen");
+        {
+            let (journal, recovered) = Journal::open(&dir, 1 << 20).unwrap();
+            assert!(recovered.slots.is_empty());
+            journal.append(&hold("a", 5));
+            journal.note_token(5);
+            journal.append(&hold("b", 6));
+            journal.append(&Record::Free { resource: "a".into(), value: None, value_deadline_ms: None });
+            journal.sync().await.unwrap();
+            let second = Journal::open(&dir, 1 << 20).map(|_| ()).unwrap_err();
+            assert!(matches!(second, StoreError::InUse { .. }), "{second}");
+            journal.close();
+        }
+        // The threads hold the journal alive only weakly or until their next wake-up: wait for
+        // the lock to be free again.
+        let (_, recovered) = loop {
+            match Journal::open(&dir, 1 << 20) {
+                Ok(opened) => break opened,
+                Err(StoreError::InUse { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        };
+        assert_eq!(recovered.slots.keys().collect::<Vec<_>>(), vec!["b"]);
+        assert!(recovered.max_token >= 5 + TOKEN_BLOCK, "the reservation is above every token");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

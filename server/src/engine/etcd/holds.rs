@@ -1,0 +1,329 @@
+//! Holder transactions: granting a free lock, renewing the holder's own hold, refreshing and
+//! ending a hold. Each is one etcd transaction whose compares make it safe to run on any gateway
+//! at any time: a grant only if nobody holds and nobody queues, a renewal or end only if the
+//! holder key was not rewritten since it was read.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+
+use super::keys::{decode, encode, lease_name, lease_number, HoldRecord, WaiterRecord};
+use super::reads::{gets, revision};
+use super::timers::Due;
+use super::{lease_not_found, unavailable, Inner};
+use crate::engine::clock::wall_now_ms;
+use crate::engine::{
+    AcquireRequest, EngineError, FencingToken, Grant, Lifetime, RefreshRequest, Refreshed, Result,
+};
+
+/// A holder key as read.
+#[derive(Debug, Clone)]
+pub(super) struct Hold {
+    pub(super) record: HoldRecord,
+    pub(super) token: i64,
+    pub(super) mod_revision: i64,
+}
+
+impl Hold {
+    pub(super) fn parse(kv: &KeyValue) -> Result<Hold> {
+        Ok(Hold {
+            record: decode(kv.key(), kv.value())?,
+            token: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        })
+    }
+
+    pub(super) fn expired(&self, wall_ms: u64) -> bool {
+        self.record.deadline_ms.is_some_and(|deadline| deadline <= wall_ms)
+    }
+}
+
+/// What a hold is bound to in etcd.
+pub(super) struct Binding {
+    pub(super) record: HoldRecord,
+    /// The etcd lease of the holder key (0: none).
+    pub(super) etcd_lease: i64,
+    /// When this gateway must end the hold.
+    pub(super) expire: Option<Duration>,
+}
+
+/// The outcome of one try at the lock.
+pub(super) enum Attempt {
+    Granted(Grant),
+    Held(EngineError),
+    Retry,
+}
+
+impl Inner {
+    /// What the hold of `lifetime` is bound to, starting now.
+    pub(super) async fn bind(
+        &self,
+        owner: &str,
+        lifetime: &Lifetime,
+        waiter: Option<&str>,
+    ) -> Result<Binding> {
+        let mut record = HoldRecord {
+            owner: owner.to_string(),
+            deadline_ms: None,
+            lease: None,
+            waiter: waiter.map(str::to_string),
+        };
+        Ok(match lifetime {
+            Lifetime::Unbounded => Binding { record, etcd_lease: 0, expire: None },
+            Lifetime::Expire(ttl) => {
+                record.deadline_ms = Some(wall_now_ms() + ttl.as_millis() as u64);
+                let etcd_lease = self.backstops.lease(&self.client, *ttl).await?;
+                Binding { record, etcd_lease, expire: Some(*ttl) }
+            }
+            Lifetime::Lease(lease) => {
+                let id = lease_number(&lease.0)?;
+                record.lease = Some(lease_name(id));
+                Binding { record, etcd_lease: id, expire: None }
+            }
+        })
+    }
+
+    /// The record key of the lease a lease-bound request names.
+    pub(super) fn lease_key(&self, lifetime: &Lifetime) -> Result<Option<Vec<u8>>> {
+        match lifetime {
+            Lifetime::Lease(lease) => Ok(Some(self.keys.lease(lease_number(&lease.0)?))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The compare a lease-bound request adds to its transaction: the lease is alive.
+    pub(super) fn lease_alive(&self, lifetime: &Lifetime) -> Result<Option<Compare>> {
+        let key = self.lease_key(lifetime)?;
+        Ok(key.map(|key| Compare::version(key, CompareOp::Greater, 0)))
+    }
+
+    /// The operations that make `binding` the hold of `name`: read the value first (so that
+    /// the grant can return it), then write the holder key, then set or keep the value (a kept
+    /// value loses its retention lease while held).
+    pub(super) fn grant_ops(&self, name: &str, binding: &Binding, value: Option<&str>) -> Vec<TxnOp> {
+        let value_key = self.keys.value(name);
+        let value_op = match value {
+            Some(value) => TxnOp::put(value_key.clone(), value, None),
+            None => TxnOp::txn(
+                Txn::new().when([Compare::version(value_key.clone(), CompareOp::Greater, 0)]).and_then([
+                    TxnOp::put(value_key.clone(), "", Some(PutOptions::new().with_ignore_value())),
+                ]),
+            ),
+        };
+        let put_options = (binding.etcd_lease != 0).then(|| PutOptions::new().with_lease(binding.etcd_lease));
+        vec![
+            TxnOp::get(value_key, None),
+            TxnOp::put(self.keys.hold(name), encode(&binding.record), put_options),
+            value_op,
+        ]
+    }
+
+    /// The grant a successful grant transaction made, and its expiry timer.
+    pub(super) async fn granted(
+        &self,
+        name: &str,
+        token: i64,
+        binding: &Binding,
+        value: Option<&str>,
+        response: &TxnResponse,
+    ) -> Result<Grant> {
+        let revision = revision(response);
+        let hold_key = self.keys.hold(name);
+        match binding.expire {
+            Some(expire) => self.schedule(Due::Hold(name.to_string()), revision, expire),
+            None => self.cancel(&hold_key),
+        }
+        let stored = gets(response).first().and_then(|kvs| kvs.first().map(|kv| kv.value().to_vec()));
+        let value = match value {
+            Some(value) => Some(value.to_string()),
+            None => stored.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        };
+        let hold = Hold { record: binding.record.clone(), token, mod_revision: revision };
+        let expires_in = match binding.expire {
+            // Exactly what was asked for, as the embedded backend answers.
+            Some(expire) => Some(expire),
+            None => self.expires_in(&hold).await?,
+        };
+        Ok(Grant {
+            resource: name.to_string(),
+            owner: binding.record.owner.clone(),
+            token: FencingToken(token as u64),
+            expires_in,
+            value,
+        })
+    }
+
+    /// One try at the lock without queueing.
+    pub(super) async fn try_acquire(&self, request: &AcquireRequest) -> Result<Attempt> {
+        let name = request.resource.as_str();
+        let (hold_key, queue) = (self.keys.hold(name), self.keys.queue(name));
+        let binding = self.bind(&request.owner, &request.lifetime, None).await?;
+        let mut when = vec![
+            Compare::create_revision(hold_key.clone(), CompareOp::Equal, 0),
+            Compare::version(queue.clone(), CompareOp::Equal, 0).with_prefix(),
+        ];
+        let lease_key = self.lease_key(&request.lifetime)?;
+        when.extend(self.lease_alive(&request.lifetime)?);
+        let head =
+            GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
+        let mut otherwise = vec![TxnOp::get(hold_key, None), TxnOp::get(queue, Some(head))];
+        otherwise.extend(lease_key.clone().map(|key| TxnOp::get(key, None)));
+        let txn = Txn::new()
+            .when(when)
+            .and_then(self.grant_ops(name, &binding, request.value.as_deref()))
+            .or_else(otherwise);
+        let response = self.txn_bound(txn, &binding).await?;
+        if response.succeeded() {
+            let grant = self
+                .granted(name, revision(&response), &binding, request.value.as_deref(), &response)
+                .await?;
+            return Ok(Attempt::Granted(grant));
+        }
+        let reads = gets(&response);
+        if lease_key.is_some() && reads.get(2).is_some_and(|kvs| kvs.is_empty()) {
+            return Err(EngineError::NoSuchLease);
+        }
+        let hold = reads[0].first().map(Hold::parse).transpose()?;
+        match hold {
+            Some(hold) if hold.expired(wall_now_ms()) => {
+                self.end_hold(name, hold.mod_revision, true).await?;
+                Ok(Attempt::Retry)
+            }
+            Some(hold) if hold.record.owner == request.owner => self.renew(request, hold).await,
+            Some(hold) => Ok(Attempt::Held(EngineError::Locked {
+                owner: hold.record.owner.clone(),
+                expires_in: self.expires_in(&hold).await?,
+            })),
+            None => match reads[1].first() {
+                Some(head) => {
+                    let waiter: WaiterRecord = decode(head.key(), head.value())?;
+                    Ok(Attempt::Held(EngineError::Locked { owner: waiter.owner, expires_in: None }))
+                }
+                None => Ok(Attempt::Retry),
+            },
+        }
+    }
+
+    /// The holder acquires again: same token, lifetime reset, value replaced when given.
+    pub(super) async fn renew(&self, request: &AcquireRequest, hold: Hold) -> Result<Attempt> {
+        let name = request.resource.as_str();
+        let binding = self.bind(&request.owner, &request.lifetime, None).await?;
+        let mut when = vec![Compare::mod_revision(self.keys.hold(name), CompareOp::Equal, hold.mod_revision)];
+        when.extend(self.lease_alive(&request.lifetime)?);
+        let txn = Txn::new().when(when).and_then(self.grant_ops(name, &binding, request.value.as_deref()));
+        let response = self.txn_bound(txn, &binding).await?;
+        if !response.succeeded() {
+            return Ok(Attempt::Retry);
+        }
+        let grant = self.granted(name, hold.token, &binding, request.value.as_deref(), &response).await?;
+        Ok(Attempt::Granted(grant))
+    }
+
+    /// Runs a transaction that binds keys to `binding`'s etcd lease. When etcd no longer knows
+    /// that lease, it is the request's own lease (`NoSuchLease`), or a backstop lease to forget.
+    pub(super) async fn txn_bound(&self, txn: Txn, binding: &Binding) -> Result<TxnResponse> {
+        match self.client.clone().txn(txn).await {
+            Err(error) if lease_not_found(&error) => {
+                if binding.record.lease.is_some() {
+                    return Err(EngineError::NoSuchLease);
+                }
+                self.backstops.forget(binding.etcd_lease);
+                Err(EngineError::Unavailable("a backstop lease expired before use; retry".into()))
+            }
+            other => other.map_err(unavailable),
+        }
+    }
+
+    /// The hold of `name` if `owner` holds it (under `token`, when given).
+    pub(super) async fn current_hold(
+        &self,
+        name: &str,
+        owner: &str,
+        token: Option<FencingToken>,
+    ) -> Result<Hold> {
+        let hold = self.read_hold(name).await?;
+        let hold = hold.filter(|hold| !hold.expired(wall_now_ms())).ok_or(EngineError::NotHeld)?;
+        if hold.record.owner != owner || token.is_some_and(|token| token.0 != hold.token as u64) {
+            return Err(EngineError::NotOwner);
+        }
+        if let Some(lease) = &hold.record.lease {
+            if self.live_lease(lease_number(lease)?).await.is_err() {
+                return Err(EngineError::NotHeld);
+            }
+        }
+        Ok(hold)
+    }
+
+    /// Ends the hold of `name` if its holder key is still at `mod_revision`; the value stays
+    /// (for the retention period) when `keep_value`. False when the key changed meanwhile.
+    pub(super) async fn end_hold(&self, name: &str, mod_revision: i64, keep_value: bool) -> Result<bool> {
+        let (hold_key, value_key) = (self.keys.hold(name), self.keys.value(name));
+        let value_op = if keep_value {
+            let retention = self.backstops.lease(&self.client, self.value_retention).await?;
+            let options = PutOptions::new().with_ignore_value().with_lease(retention);
+            TxnOp::txn(
+                Txn::new()
+                    .when([Compare::version(value_key.clone(), CompareOp::Greater, 0)])
+                    .and_then([TxnOp::put(value_key, "", Some(options))]),
+            )
+        } else {
+            TxnOp::delete(value_key, None)
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(hold_key.clone(), CompareOp::Equal, mod_revision)])
+            .and_then([TxnOp::delete(hold_key.clone(), None), value_op]);
+        let response = self.txn(txn).await?;
+        if !response.succeeded() {
+            return Ok(false);
+        }
+        self.cancel(&hold_key);
+        let value_kept = response
+            .op_responses()
+            .into_iter()
+            .any(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
+        if value_kept {
+            self.schedule(Due::Value(name.to_string()), revision(&response), self.value_retention);
+        }
+        Ok(true)
+    }
+
+    /// One try at a refresh; `None` when the holder key changed meanwhile.
+    pub(super) async fn try_refresh(&self, request: &RefreshRequest) -> Result<Option<Refreshed>> {
+        let name = request.resource.as_str();
+        let hold = self.current_hold(name, &request.owner, request.token).await?;
+        if hold.record.lease.is_some() && request.expire.is_some() {
+            return Err(EngineError::LeaseBound);
+        }
+        let hold_key = self.keys.hold(name);
+        let mut then = Vec::new();
+        let mut binding = Binding { record: hold.record.clone(), etcd_lease: 0, expire: request.expire };
+        if let Some(expire) = request.expire {
+            binding.record.deadline_ms = Some(wall_now_ms() + expire.as_millis() as u64);
+            binding.etcd_lease = self.backstops.lease(&self.client, expire).await?;
+            let options = PutOptions::new().with_lease(binding.etcd_lease);
+            then.push(TxnOp::put(hold_key.clone(), encode(&binding.record), Some(options)));
+        }
+        if let Some(value) = &request.value {
+            then.push(TxnOp::put(self.keys.value(name), value.as_str(), None));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(hold_key, CompareOp::Equal, hold.mod_revision)])
+            .and_then(then);
+        let response = self.txn_bound(txn, &binding).await?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let token = FencingToken(hold.token as u64);
+        let expires_in = match request.expire {
+            Some(expire) => {
+                self.schedule(Due::Hold(name.to_string()), revision(&response), expire);
+                Some(expire)
+            }
+            None => self.expires_in(&hold).await?,
+        };
+        Ok(Some(Refreshed { token, expires_in }))
+    }
+}

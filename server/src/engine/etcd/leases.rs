@@ -1,0 +1,127 @@
+//! The API's leases on etcd: each is an etcd lease with a record beside it that keeps its exact
+//! time to live and wall-clock deadline, which the gateway that last kept it alive enforces on
+//! a timer. Ending a lease deletes its record first (the instant it ends for every gateway),
+//! then revokes the etcd lease, which deletes the holder keys bound to it.
+
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+
+use super::keys::{decode, encode, lease_name, lease_number, LeaseRecord};
+use super::reads::{ms_left, revision};
+use super::session::keep_alive_once;
+use super::timers::Due;
+use super::{lease_not_found, unavailable, Inner};
+use crate::engine::clock::wall_now_ms;
+use crate::engine::{EngineError, LeaseId, LeaseInfo, Result};
+
+impl Inner {
+    pub(super) async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
+        let inner = self;
+        let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let id = inner.client.clone().lease_grant(seconds, None).await.map_err(unavailable)?.id();
+        let record = LeaseRecord {
+            ttl_ms: ttl.as_millis() as u64,
+            deadline_ms: wall_now_ms() + ttl.as_millis() as u64,
+        };
+        let options = PutOptions::new().with_lease(id);
+        let put = inner.client.clone().put(inner.keys.lease(id), encode(&record), Some(options)).await;
+        let revision = put.map_err(unavailable)?.header().map_or(0, |header| header.revision());
+        inner.schedule(Due::Lease(id), revision, ttl);
+        Ok(LeaseInfo { id: LeaseId(lease_name(id)), ttl, expires_in: ttl, locks: Vec::new() })
+    }
+
+    pub(super) async fn keepalive(&self, lease: &LeaseId) -> Result<Duration> {
+        let inner = self;
+        let id = lease_number(&lease.0)?;
+        loop {
+            let (record, mod_revision) = inner.live_lease(id).await?;
+            match keep_alive_once(&inner.client, id).await {
+                None => {
+                    return Err(EngineError::Unavailable("etcd did not answer the lease keepalive".into()))
+                }
+                Some(ttl) if ttl <= 0 => return Err(EngineError::NoSuchLease),
+                Some(_) => {}
+            }
+            let ttl = Duration::from_millis(record.ttl_ms);
+            let renewed = LeaseRecord { deadline_ms: wall_now_ms() + record.ttl_ms, ..record };
+            let key = inner.keys.lease(id);
+            let response = inner
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_revision)])
+                        .and_then([TxnOp::put(
+                            key,
+                            encode(&renewed),
+                            Some(PutOptions::new().with_lease(id)),
+                        )]),
+                )
+                .await?;
+            if response.succeeded() {
+                inner.schedule(Due::Lease(id), revision(&response), ttl);
+                return Ok(ttl);
+            }
+        }
+    }
+
+    pub(super) async fn revoke(&self, lease: &LeaseId) -> Result<()> {
+        let id = lease_number(&lease.0)?;
+        if self.end_lease(id, None).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NoSuchLease)
+        }
+    }
+
+    pub(super) async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo> {
+        let inner = self;
+        let id = lease_number(&lease.0)?;
+        let (record, _) = inner.live_lease(id).await?;
+        let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+        let attached =
+            inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(unavailable)?;
+        let mut locks: Vec<String> =
+            attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
+        locks.sort();
+        Ok(LeaseInfo {
+            id: LeaseId(lease_name(id)),
+            ttl: Duration::from_millis(record.ttl_ms),
+            expires_in: ms_left(record.deadline_ms, wall_now_ms()),
+            locks,
+        })
+    }
+
+    /// A lease's record and its mod revision, if the lease is alive.
+    pub(super) async fn live_lease(&self, id: i64) -> Result<(LeaseRecord, i64)> {
+        let response = self.client.clone().get(self.keys.lease(id), None).await.map_err(unavailable)?;
+        let kv = response.kvs().first().ok_or(EngineError::NoSuchLease)?;
+        let record: LeaseRecord = decode(kv.key(), kv.value())?;
+        if record.deadline_ms <= wall_now_ms() {
+            self.end_lease(id, Some(kv.mod_revision())).await?;
+            return Err(EngineError::NoSuchLease);
+        }
+        Ok((record, kv.mod_revision()))
+    }
+
+    /// Ends a lease (if its record is still at `mod_revision`, when given): its record goes
+    /// first, which is the instant the lease ends for every gateway; then etcd revokes it,
+    /// deleting the holder keys bound to it. False when the lease was already gone.
+    pub(super) async fn end_lease(&self, id: i64, mod_revision: Option<i64>) -> Result<bool> {
+        let key = self.keys.lease(id);
+        let compare = match mod_revision {
+            Some(revision) => Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
+            None => Compare::version(key.clone(), CompareOp::Greater, 0),
+        };
+        let response =
+            self.txn(Txn::new().when([compare]).and_then([TxnOp::delete(key.clone(), None)])).await?;
+        if !response.succeeded() {
+            return Ok(false);
+        }
+        self.cancel(&key);
+        match self.client.clone().lease_revoke(id).await {
+            Err(error) if !lease_not_found(&error) => return Err(unavailable(error)),
+            _ => {}
+        }
+        Ok(true)
+    }
+}

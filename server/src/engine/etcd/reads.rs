@@ -1,0 +1,165 @@
+//! Reads: a lock's holder, its time left, and descriptions of held locks for inspection and
+//! listing (their waiter counts, values and lease deadlines, fetched in batched transactions).
+
+use std::time::Duration;
+
+use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
+
+use super::holds::Hold;
+use super::keys::{decode, lease_number, LeaseRecord};
+use super::{unavailable, Inner};
+use crate::engine::clock::wall_now_ms;
+use crate::engine::{EngineError, FencingToken, LeaseId, LockInfo, LockPage, Result};
+
+pub(super) fn ms_left(deadline_ms: u64, wall_ms: u64) -> Duration {
+    Duration::from_millis(deadline_ms.saturating_sub(wall_ms))
+}
+
+/// The responses of a transaction's branch that read keys, in order.
+pub(super) fn gets(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
+    response
+        .op_responses()
+        .into_iter()
+        .filter_map(|op| match op {
+            TxnOpResponse::Get(mut get) => Some(get.take_kvs()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn revision(response: &TxnResponse) -> i64 {
+    response.header().map_or(0, |header| header.revision())
+}
+
+impl Inner {
+    pub(super) async fn inspect(&self, resource: &str) -> Result<LockInfo> {
+        let inner = self;
+        let response = inner
+            .txn(Txn::new().and_then([
+                TxnOp::get(inner.keys.hold(resource), None),
+                TxnOp::get(
+                    inner.keys.queue(resource),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            ]))
+            .await?;
+        let hold = gets(&response)[0].first().map(Hold::parse).transpose()?;
+        let waiters = match &response.op_responses()[1] {
+            TxnOpResponse::Get(get) => get.count() as usize,
+            _ => 0,
+        };
+        let hold = hold.filter(|hold| !hold.expired(wall_now_ms())).ok_or(EngineError::NotHeld)?;
+        let mut infos = inner.describe(vec![(resource.to_string(), hold)]).await?;
+        let mut info = infos.pop().ok_or(EngineError::NotHeld)?;
+        info.waiters = waiters;
+        Ok(info)
+    }
+
+    pub(super) async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
+        let inner = self;
+        let end = inner.keys.holds_end(prefix);
+        let mut from = inner.keys.holds_from(prefix, after);
+        let mut held = Vec::new();
+        let wall = wall_now_ms();
+        while held.len() <= limit {
+            let options =
+                GetOptions::new().with_range(end.clone()).with_limit((limit + 1 - held.len()) as i64);
+            let mut page =
+                inner.client.clone().get(from.clone(), Some(options)).await.map_err(unavailable)?;
+            let more = page.more();
+            let kvs = page.take_kvs();
+            for kv in &kvs {
+                let hold = Hold::parse(kv)?;
+                if let (Some(name), false) = (inner.keys.name_of_hold(kv.key()), hold.expired(wall)) {
+                    held.push((name, hold));
+                }
+            }
+            match kvs.last() {
+                Some(last) if more => from = [last.key(), b"\0"].concat(),
+                _ => break,
+            }
+        }
+        held.truncate(limit + 1);
+        let mut locks = inner.describe(held).await?;
+        let next = if locks.len() > limit {
+            locks.pop();
+            locks.last().map(|lock| lock.resource.clone())
+        } else {
+            None
+        };
+        Ok(LockPage { locks, next })
+    }
+
+    /// The holder key of `name`, if there is one.
+    pub(super) async fn read_hold(&self, name: &str) -> Result<Option<Hold>> {
+        let response = self.client.clone().get(self.keys.hold(name), None).await.map_err(unavailable)?;
+        response.kvs().first().map(Hold::parse).transpose()
+    }
+
+    /// Time left on a hold: until its deadline, or its lease's; `None` when unbounded.
+    pub(super) async fn expires_in(&self, hold: &Hold) -> Result<Option<Duration>> {
+        let wall = wall_now_ms();
+        match (&hold.record.lease, hold.record.deadline_ms) {
+            (Some(lease), _) => {
+                let left = match self.live_lease(lease_number(lease)?).await {
+                    Ok((record, _)) => ms_left(record.deadline_ms, wall),
+                    Err(EngineError::NoSuchLease) => Duration::ZERO,
+                    Err(error) => return Err(error),
+                };
+                Ok(Some(left))
+            }
+            (None, Some(deadline)) => Ok(Some(ms_left(deadline, wall))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Describes held locks: their waiter counts, values and time left, in one transaction
+    /// per batch.
+    pub(super) async fn describe(&self, held: Vec<(String, Hold)>) -> Result<Vec<LockInfo>> {
+        const BATCH: usize = 40;
+        let mut infos = Vec::with_capacity(held.len());
+        for batch in held.chunks(BATCH) {
+            let mut ops = Vec::with_capacity(batch.len() * 3);
+            for (name, hold) in batch {
+                ops.push(TxnOp::get(
+                    self.keys.queue(name),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ));
+                ops.push(TxnOp::get(self.keys.value(name), None));
+                let lease = hold.record.lease.as_deref().map(lease_number).transpose()?.unwrap_or(0);
+                ops.push(TxnOp::get(self.keys.lease(lease), None));
+            }
+            let response = self.txn(Txn::new().and_then(ops)).await?;
+            let answers = response.op_responses();
+            let wall = wall_now_ms();
+            for (index, (name, hold)) in batch.iter().enumerate() {
+                let read = |offset: usize| match &answers[index * 3 + offset] {
+                    TxnOpResponse::Get(get) => (get.count(), get.kvs().first().cloned()),
+                    _ => (0, None),
+                };
+                let ((waiters, _), (_, value), (_, lease)) = (read(0), read(1), read(2));
+                let expires_in = match (&hold.record.lease, hold.record.deadline_ms) {
+                    (Some(_), _) => match lease {
+                        Some(kv) => {
+                            Some(ms_left(decode::<LeaseRecord>(kv.key(), kv.value())?.deadline_ms, wall))
+                        }
+                        // The lease ended; its holds are being released.
+                        None => continue,
+                    },
+                    (None, Some(deadline)) => Some(ms_left(deadline, wall)),
+                    (None, None) => None,
+                };
+                infos.push(LockInfo {
+                    resource: name.clone(),
+                    owner: hold.record.owner.clone(),
+                    token: FencingToken(hold.token as u64),
+                    expires_in,
+                    value: value.map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                    waiters: waiters as usize,
+                    lease: hold.record.lease.clone().map(LeaseId),
+                });
+            }
+        }
+        Ok(infos)
+    }
+}

@@ -1,0 +1,50 @@
+//! The engine's answers as the protocol's reply bodies.
+
+use lockserver_protocol::bodies::{GrantReply, LeaseReply, LockPageReply, LockReply, RefreshedReply};
+use lockserver_protocol::millis;
+
+use crate::engine::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};
+
+/// A grant as `POST /acquire` answers it.
+pub fn grant(grant: Grant) -> GrantReply {
+    GrantReply {
+        resource: grant.resource,
+        owner: grant.owner,
+        token: grant.token.0,
+        expires_in_ms: grant.expires_in.map(millis),
+        value: grant.value,
+    }
+}
+
+/// A refresh as `POST /refresh` answers it.
+pub fn refreshed(refreshed: Refreshed) -> RefreshedReply {
+    RefreshedReply { token: refreshed.token.0, expires_in_ms: refreshed.expires_in.map(millis) }
+}
+
+/// A held lock as inspection and listing show it.
+pub fn lock(lock: LockInfo) -> LockReply {
+    LockReply {
+        resource: lock.resource,
+        owner: lock.owner,
+        token: lock.token.0,
+        expires_in_ms: lock.expires_in.map(millis),
+        value: lock.value,
+        waiters: lock.waiters,
+        lease: lock.lease.map(|lease| lease.0),
+    }
+}
+
+/// A page of held locks.
+pub fn lock_page(page: LockPage) -> LockPageReply {
+    LockPageReply { locks: page.locks.into_iter().map(lock).collect(), next: page.next }
+}
+
+/// A lease as granted or inspected.
+pub fn lease(lease: LeaseInfo) -> LeaseReply {
+    LeaseReply {
+        lease: lease.id.0,
+        ttl: lease.ttl.as_secs_f64(),
+        expires_in_ms: millis(lease.expires_in),
+        locks: lease.locks,
+    }
+}

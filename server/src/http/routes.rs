@@ -1,0 +1,170 @@
+//! The route table and the handlers. Each operation is written once and served on both its RPC
+//! route (`POST /acquire`) and its resource route (`PUT /locks/{resource}`). Handlers hold no
+//! state: they validate, call the backend, and answer the protocol's reply bodies.
+
+use std::time::Duration;
+
+use actix_web::error::JsonPayloadError;
+use actix_web::web::{self, Data, Json, Path, Query};
+use actix_web::HttpResponse;
+use lockserver_protocol::bodies::{
+    AcquireBody, GrantReply, HealthReply, KeepaliveReply, LeaseBody, LeaseReply, ListQuery, LockPageReply,
+    LockReply, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply, RevokedReply,
+};
+use lockserver_protocol::codes::ErrorCode;
+use lockserver_protocol::limits::MAX_BODY_LEN;
+
+use super::error::{ApiError, Result};
+use super::{replies, validate, AppState};
+
+/// Every route of the API.
+pub fn routes(config: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(MAX_BODY_LEN)
+        .content_type_required(false)
+        .error_handler(|error, _| json_error(error).into());
+    let path =
+        web::PathConfig::default().error_handler(|error, _| ApiError::bad_request(error.to_string()).into());
+    let query =
+        web::QueryConfig::default().error_handler(|error, _| ApiError::bad_request(error.to_string()).into());
+    config
+        .app_data(json)
+        .app_data(path)
+        .app_data(query)
+        .service(resource("/health").route(web::get().to(health)))
+        .service(resource("/acquire").route(web::post().to(acquire)))
+        .service(resource("/release").route(web::post().to(release)))
+        .service(resource("/refresh").route(web::post().to(refresh)))
+        .service(resource("/locks").route(web::get().to(list)))
+        .service(
+            resource("/locks/{resource:.+}")
+                .route(web::get().to(inspect))
+                .route(web::put().to(put_lock))
+                .route(web::delete().to(delete_lock))
+                .route(web::patch().to(patch_lock)),
+        )
+        .service(resource("/leases").route(web::post().to(grant_lease)))
+        .service(resource("/leases/{id}").route(web::get().to(lease_info)).route(web::delete().to(revoke)))
+        .service(resource("/leases/{id}/keepalive").route(web::post().to(keepalive)))
+        .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
+}
+
+/// A route whose other methods answer 405 in the API's error format.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path)
+        .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::MethodNotAllowed) }))
+}
+
+fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::TooLarge { limit: MAX_BODY_LEN }
+        }
+        JsonPayloadError::Deserialize(error) => ApiError::bad_request(format!("invalid JSON body: {error}")),
+        other => ApiError::bad_request(format!("invalid request body: {other}")),
+    }
+}
+
+impl AppState {
+    async fn acquire(&self, resource: String, body: AcquireBody) -> Result<Json<GrantReply>> {
+        let request = validate::acquire(body, resource, &self.limits)?;
+        Ok(Json(replies::grant(self.backend.acquire(request).await?)))
+    }
+
+    async fn release(&self, resource: String, body: ReleaseBody) -> Result<Json<ReleasedReply>> {
+        self.backend.release(validate::release(body, resource)?).await?;
+        Ok(Json(ReleasedReply { released: true }))
+    }
+
+    async fn refresh(&self, resource: String, body: RefreshBody) -> Result<Json<RefreshedReply>> {
+        let request = validate::refresh(body, resource, &self.limits)?;
+        Ok(Json(replies::refreshed(self.backend.refresh(request).await?)))
+    }
+}
+
+/// `200 {"status": "ok", "backend": ...}`, or 503 with the backend's problem.
+async fn health(state: Data<AppState>) -> HttpResponse {
+    let health = state.backend.health().await;
+    let backend = health.backend.to_string();
+    match health.problem {
+        None => {
+            HttpResponse::Ok().json(HealthReply { status: "ok".into(), backend, error: None, message: None })
+        }
+        Some(problem) => HttpResponse::ServiceUnavailable().json(HealthReply {
+            status: "unavailable".into(),
+            backend,
+            error: Some(ErrorCode::Unavailable.as_str().into()),
+            message: Some(problem),
+        }),
+    }
+}
+
+async fn acquire(state: Data<AppState>, body: Json<AcquireBody>) -> Result<Json<GrantReply>> {
+    let mut body = body.into_inner();
+    let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
+    state.acquire(resource, body).await
+}
+
+async fn put_lock(
+    state: Data<AppState>,
+    resource: Path<String>,
+    body: Json<AcquireBody>,
+) -> Result<Json<GrantReply>> {
+    state.acquire(resource.into_inner(), body.into_inner()).await
+}
+
+async fn release(state: Data<AppState>, body: Json<ReleaseBody>) -> Result<Json<ReleasedReply>> {
+    let mut body = body.into_inner();
+    let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
+    state.release(resource, body).await
+}
+
+async fn delete_lock(
+    state: Data<AppState>,
+    resource: Path<String>,
+    query: Query<ReleaseBody>,
+) -> Result<Json<ReleasedReply>> {
+    state.release(resource.into_inner(), query.into_inner()).await
+}
+
+async fn refresh(state: Data<AppState>, body: Json<RefreshBody>) -> Result<Json<RefreshedReply>> {
+    let mut body = body.into_inner();
+    let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
+    state.refresh(resource, body).await
+}
+
+async fn patch_lock(
+    state: Data<AppState>,
+    resource: Path<String>,
+    body: Json<RefreshBody>,
+) -> Result<Json<RefreshedReply>> {
+    state.refresh(resource.into_inner(), body.into_inner()).await
+}
+
+async fn inspect(state: Data<AppState>, resource: Path<String>) -> Result<Json<LockReply>> {
+    Ok(Json(replies::lock(state.backend.inspect(&resource).await?)))
+}
+
+async fn list(state: Data<AppState>, query: Query<ListQuery>) -> Result<Json<LockPageReply>> {
+    let (prefix, after, limit) = validate::list(query.into_inner())?;
+    Ok(Json(replies::lock_page(state.backend.list(&prefix, after.as_deref(), limit).await?)))
+}
+
+async fn grant_lease(state: Data<AppState>, body: Json<LeaseBody>) -> Result<Json<LeaseReply>> {
+    let ttl = validate::lease_ttl(&body, &state.limits)?;
+    Ok(Json(replies::lease(state.backend.grant_lease(ttl).await?)))
+}
+
+async fn keepalive(state: Data<AppState>, id: Path<String>) -> Result<Json<KeepaliveReply>> {
+    let ttl: Duration = state.backend.keepalive(&validate::lease_id(id.into_inner())?).await?;
+    Ok(Json(KeepaliveReply { ttl: ttl.as_secs_f64() }))
+}
+
+async fn revoke(state: Data<AppState>, id: Path<String>) -> Result<Json<RevokedReply>> {
+    state.backend.revoke(&validate::lease_id(id.into_inner())?).await?;
+    Ok(Json(RevokedReply { revoked: true }))
+}
+
+async fn lease_info(state: Data<AppState>, id: Path<String>) -> Result<Json<LeaseReply>> {
+    Ok(Json(replies::lease(state.backend.lease_info(&validate::lease_id(id.into_inner())?).await?)))
+}

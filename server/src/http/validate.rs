@@ -1,0 +1,144 @@
+//! Request validation: the protocol's bodies checked and turned into engine requests.
+//!
+//! Anything malformed or out of range is a `bad_request` naming the field. The fixed bounds
+//! come from the protocol ([`lockserver_protocol::limits`]); the configured ones (longest wait,
+//! longest expiry) from [`Limits`].
+
+use std::time::Duration;
+
+use lockserver_protocol::bodies::{AcquireBody, LeaseBody, ListQuery, RefreshBody, ReleaseBody};
+use lockserver_protocol::limits::{
+    DEFAULT_LIST_LIMIT, MAX_LEASE_ID_LEN, MAX_LIST_LIMIT, MAX_OWNER_LEN, MAX_RESOURCE_LEN, MAX_VALUE_LEN,
+};
+
+use super::error::{ApiError, Result};
+use crate::engine::{AcquireRequest, FencingToken, LeaseId, Lifetime, RefreshRequest, ReleaseRequest};
+
+/// The configured bounds that requests are checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The longest `wait` accepted.
+    pub max_wait: Duration,
+    /// The longest `expire` (and lease `ttl`) accepted.
+    pub max_expire: Duration,
+}
+
+/// An acquire of `resource`.
+pub fn acquire(body: AcquireBody, resource: String, limits: &Limits) -> Result<AcquireRequest> {
+    let lifetime =
+        match (body.expire, body.lease) {
+            (Some(_), Some(_)) => return Err(ApiError::bad_request(
+                "`lease` and `expire` exclude each other: a lock under a lease lives as long as the lease",
+            )),
+            (Some(expire), None) => Lifetime::Expire(positive_seconds("expire", expire, limits.max_expire)?),
+            (None, Some(lease)) => Lifetime::Lease(lease_id(lease)?),
+            (None, None) => Lifetime::Unbounded,
+        };
+    Ok(AcquireRequest {
+        resource: resource_name(resource)?,
+        owner: owner_name(body.owner)?,
+        lifetime,
+        wait: match body.wait {
+            Some(wait) => seconds("wait", wait, limits.max_wait)?,
+            None => Duration::ZERO,
+        },
+        value: body.value.map(value).transpose()?,
+    })
+}
+
+/// A release of `resource`.
+pub fn release(body: ReleaseBody, resource: String) -> Result<ReleaseRequest> {
+    Ok(ReleaseRequest {
+        resource: resource_name(resource)?,
+        owner: owner_name(body.owner)?,
+        token: body.token.map(FencingToken),
+        keep_value: body.keep_value.unwrap_or(false),
+    })
+}
+
+/// A refresh of `resource`: `expire`, `value` or both.
+pub fn refresh(body: RefreshBody, resource: String, limits: &Limits) -> Result<RefreshRequest> {
+    if body.expire.is_none() && body.value.is_none() {
+        return Err(ApiError::bad_request("a refresh needs `expire`, `value` or both"));
+    }
+    Ok(RefreshRequest {
+        resource: resource_name(resource)?,
+        owner: owner_name(body.owner)?,
+        expire: body
+            .expire
+            .map(|expire| positive_seconds("expire", expire, limits.max_expire))
+            .transpose()?,
+        token: body.token.map(FencingToken),
+        value: body.value.map(value).transpose()?,
+    })
+}
+
+/// The prefix, the cursor and the page size of a listing.
+pub fn list(query: ListQuery) -> Result<(String, Option<String>, usize)> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("`limit` must be from 1 to {MAX_LIST_LIMIT}")));
+    }
+    Ok((query.prefix.unwrap_or_default(), query.after, limit))
+}
+
+/// A lease's time to live.
+pub fn lease_ttl(body: &LeaseBody, limits: &Limits) -> Result<Duration> {
+    positive_seconds("ttl", body.ttl, limits.max_expire)
+}
+
+/// A lease id, from a path or a body.
+pub fn lease_id(id: String) -> Result<LeaseId> {
+    if id.is_empty() || id.len() > MAX_LEASE_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`lease` must be 1 to {MAX_LEASE_ID_LEN} bytes without control characters"
+        )));
+    }
+    Ok(LeaseId(id))
+}
+
+/// The field that names the resource on the RPC routes, when absent.
+pub fn missing_resource() -> ApiError {
+    ApiError::bad_request("missing field `resource`")
+}
+
+fn resource_name(name: String) -> Result<String> {
+    text("resource", name, MAX_RESOURCE_LEN)
+}
+
+fn owner_name(name: String) -> Result<String> {
+    text("owner", name, MAX_OWNER_LEN)
+}
+
+fn text(field: &str, text: String, max: usize) -> Result<String> {
+    if text.is_empty() || text.len() > max || text.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must be 1 to {max} bytes of UTF-8 without control characters"
+        )));
+    }
+    Ok(text)
+}
+
+fn value(value: String) -> Result<String> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(ApiError::bad_request(format!("`value` must be at most {MAX_VALUE_LEN} bytes")));
+    }
+    Ok(value)
+}
+
+fn positive_seconds(field: &str, secs: f64, max: Duration) -> Result<Duration> {
+    if secs <= 0.0 {
+        return Err(ApiError::bad_request(format!("`{field}` must be a positive number of seconds")));
+    }
+    seconds(field, secs, max)
+}
+
+fn seconds(field: &str, secs: f64, max: Duration) -> Result<Duration> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if duration <= max => Ok(duration),
+        _ => Err(ApiError::bad_request(format!(
+            "`{field}` must be a number of seconds from 0 to {}",
+            max.as_secs_f64()
+        ))),
+    }
+}
