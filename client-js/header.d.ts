@@ -1,6 +1,6 @@
 /* Declarations of what index.js adds around the generated binding. */
 
-/** The stable error codes, mirroring the server's. */
+/** The stable error codes: the Rust client's codes, upper case (a test checks they match). */
 export type LockserverErrorCode =
   | 'LOCKED'
   | 'NOT_HELD'
@@ -15,7 +15,11 @@ export type LockserverErrorCode =
 /** Every error of this package: `code` says which, `message` is the server's text. */
 export declare class LockserverError extends Error {
   readonly code: LockserverErrorCode
-  constructor(code: LockserverErrorCode, message: string)
+  /** `LOCKED`: the current holder. */
+  readonly owner?: string
+  /** `LOCKED`: milliseconds left on the current hold, or null without expiry. */
+  readonly expiresInMs?: number | null
+  constructor(fields: ErrorFields)
 }
 
 export interface LockserverClient {

@@ -3,6 +3,7 @@
 //! with a fixed answer and no lock logic. Run as `lockserver-bench bare-server SECRET`.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use lockserver_protocol::SECRET_HEADER;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -15,7 +16,7 @@ struct Body {
 
 async fn answer(request: HttpRequest, body: web::Json<Body>, secret: web::Data<String>) -> HttpResponse {
     let _ = body;
-    match request.headers().get("X-LOCKSERVER-SECRET") {
+    match request.headers().get(SECRET_HEADER) {
         Some(given) if given.as_bytes() == secret.as_bytes() => HttpResponse::Ok()
             .content_type("application/json")
             .body(r#"{"resource":"r","owner":"o","token":1,"expires_in_ms":null,"value":null}"#),

@@ -3,13 +3,14 @@
 
 use std::io;
 
+use lockserver_protocol::SECRET_HEADER;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Builds the bytes of one request.
 pub fn request(method: &str, path: &str, secret: &str, body: &str) -> Vec<u8> {
     format!(
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nX-LOCKSERVER-SECRET: {secret}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\n{SECRET_HEADER}: {secret}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )

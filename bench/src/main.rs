@@ -9,6 +9,8 @@
 
 mod bare;
 mod http;
+mod measure;
+mod report;
 mod scenarios;
 mod server;
 
@@ -35,8 +37,8 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("a runtime");
-            let scripts = scenarios::cycle_scripts(n, "cycles");
-            let rate = runtime.block_on(scenarios::rounds_per_second(
+            let scripts = measure::cycle_scripts(n, "cycles");
+            let rate = runtime.block_on(measure::rounds_per_second(
                 &addr,
                 scripts,
                 std::time::Duration::from_secs(secs),
@@ -106,7 +108,7 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
     if wanted("uncontended") {
         let bare = Server::start(
             &std::env::current_exe().expect("the bench binary"),
-            &["bare-server", scenarios::SECRET],
+            &["bare-server", measure::SECRET],
         );
         eprintln!("generator ceiling...");
         scenarios::generator_ceiling(&bare, &mut out).await;

@@ -161,3 +161,14 @@ test('errors when the server is down or the secret is wrong', async () => {
   await assert.rejects(client.withLock('x', async () => 1), { code: 'UNAVAILABLE' })
   await assert.rejects(client.lock('x', { expire: -1 }), { code: 'BAD_REQUEST' })
 })
+
+test('a LOCKED rejection carries the holder and its time left as properties', async () => {
+  const held = await client.lock('busy', { expire: 30 })
+  const other = new LockserverClient({ addr: server.addr, secret: server.secret })
+  await assert.rejects(other.lock('busy', { wait: 0 }), (error) =>
+    error instanceof LockserverError &&
+    error.code === 'LOCKED' &&
+    error.owner === held.owner &&
+    error.expiresInMs > 20000)
+  await held.release()
+})

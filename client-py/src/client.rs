@@ -2,13 +2,13 @@
 
 use std::future::Future;
 
-use lockserver_client::{Client, Error, LockMode};
+use lockserver_client::{seconds, Client, Error, LockMode, LockOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::lease::Lease;
-use crate::lock::{Lock, LockOptions};
-use crate::{awaitable, errors, seconds, wait};
+use crate::lock::Lock;
+use crate::{awaitable, errors, wait};
 
 /// A lockserver client. Arguments not given come from `LOCKSERVER_ADDR`,
 /// `LOCKSERVER_SECRET`, `LOCKSERVER_OWNER` (or `.env`).
@@ -35,23 +35,6 @@ impl LeaseArg {
     }
 }
 
-fn mode(blocking: bool) -> LockMode {
-    if blocking {
-        LockMode::Blocking
-    } else {
-        LockMode::NonBlocking
-    }
-}
-
-/// The reference API's answer: held or not (only a non-blocking acquire says not).
-fn acquired(outcome: Result<(), Error>) -> Result<bool, Error> {
-    match outcome {
-        Ok(()) => Ok(true),
-        Err(Error::Locked { .. }) => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
 impl LockserverClient {
     /// The reference acquire: resolves true when held, false when a non-blocking try found the
     /// lock held elsewhere.
@@ -61,8 +44,11 @@ impl LockserverClient {
         blocking: bool,
         expire: Option<f64>,
     ) -> PyResult<impl Future<Output = Result<bool, Error>> + Send + 'static> {
-        let (client, expire) = (self.client.clone(), seconds("expire", expire)?);
-        Ok(async move { acquired(client.acquire_as_owner(&resource, mode(blocking), expire).await) })
+        let expire = expire.map(|expire| seconds("expire", expire)).transpose().map_err(errors::to_py)?;
+        let client = self.client.clone();
+        Ok(
+            async move { client.try_acquire_as_owner(&resource, LockMode::from_blocking(blocking), expire).await },
+        )
     }
 
     /// The reference release.
@@ -139,14 +125,9 @@ impl LockserverClient {
         value: Option<String>,
         lease: Option<LeaseArg>,
     ) -> PyResult<Lock> {
-        let options = LockOptions {
-            resource,
-            expire: seconds("expire", expire)?,
-            wait: seconds("wait", wait)?,
-            value,
-            lease: lease.map(|lease| lease.id()).transpose()?,
-        };
-        Ok(Lock::new(self.client.clone(), options))
+        let lease = lease.map(|lease| lease.id()).transpose()?;
+        let options = LockOptions::from_seconds(expire, wait, value, lease).map_err(errors::to_py)?;
+        Ok(Lock::new(self.client.clone(), resource, options))
     }
 
     /// The same as `lock`, named for `async with`.
@@ -195,7 +176,7 @@ impl LockserverClient {
     /// A lease with this time to live, granted by `with` (or `async with`) and revoked at its
     /// end; kept alive in the background meanwhile.
     fn lease(&self, ttl: f64) -> PyResult<Lease> {
-        let ttl = seconds("ttl", Some(ttl))?.expect("given");
+        let ttl = seconds("ttl", ttl).map_err(errors::to_py)?;
         Ok(Lease::new(self.client.clone(), ttl))
     }
 

@@ -2,7 +2,7 @@
 
 use lockserver_client::Error;
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
 create_exception!(
@@ -72,6 +72,8 @@ pub fn to_py(error: Error) -> PyErr {
         Error::Unauthorized => Unauthorized::new_err(message),
         Error::Unavailable(_) => Unavailable::new_err(message),
         Error::BadRequest(_) => BadRequest::new_err(message),
+        // An argument out of range, found before sending: Python's own convention.
+        Error::InvalidArgument(_) => PyValueError::new_err(message),
         _ => LockserverError::new_err(message),
     };
     Python::attach(|py| {

@@ -9,12 +9,9 @@ mod errors;
 mod lease;
 mod lock;
 
-use std::future::Future;
-use std::time::Duration;
-
 use lockserver_client::Error;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use std::future::Future;
 
 /// Runs a client call to completion with the GIL released.
 fn wait<F, T>(py: Python<'_>, call: F) -> PyResult<T>
@@ -64,15 +61,6 @@ where
         }
         Ok(false)
     })
-}
-
-/// Seconds from Python (`None` stays `None`) as a duration; `ValueError` when negative.
-fn seconds(name: &str, secs: Option<f64>) -> PyResult<Option<Duration>> {
-    secs.map(|secs| {
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| PyValueError::new_err(format!("`{name}` must be a non-negative number of seconds")))
-    })
-    .transpose()
 }
 
 #[pymodule]

@@ -1,59 +1,34 @@
 //! `Lock`: a context manager (sync and async) around `lockserver_client::LockGuard`.
 
 use std::future::Future;
-use std::time::Duration;
 
-use lockserver_client::{Client, Error, LockBuilder, LockGuard, Shared};
+use lockserver_client::{Client, Error, LockBuilder, LockGuard, LockOptions, Shared};
 use pyo3::prelude::*;
 
 use crate::{awaitable, exit, exit_async, wait};
-
-/// What a `Lock` asks for.
-#[derive(Clone)]
-pub struct LockOptions {
-    pub resource: String,
-    pub expire: Option<Duration>,
-    pub wait: Option<Duration>,
-    pub value: Option<String>,
-    pub lease: Option<String>,
-}
-
-impl LockOptions {
-    fn builder(&self, client: &Client) -> LockBuilder {
-        let mut builder = client.lock(self.resource.clone());
-        if let Some(expire) = self.expire {
-            builder = builder.expire(expire);
-        }
-        if let Some(wait) = self.wait {
-            builder = builder.wait(wait);
-        }
-        if let Some(value) = &self.value {
-            builder = builder.value(value.clone());
-        }
-        if let Some(lease) = &self.lease {
-            builder = builder.lease(lease);
-        }
-        builder
-    }
-}
 
 /// A lock on one resource. `with client.lock("res") as lock:` acquires it and releases it at
 /// the end of the block, also on exception; `async with client.lock_async(...)` likewise.
 #[pyclass(frozen, module = "lockserver_client._native")]
 pub struct Lock {
     client: Client,
+    resource: String,
     options: LockOptions,
     held: Shared<LockGuard>,
 }
 
 impl Lock {
-    pub fn new(client: Client, options: LockOptions) -> Self {
-        Lock { client, options, held: Shared::empty(Error::NotHeld) }
+    pub fn new(client: Client, resource: String, options: LockOptions) -> Self {
+        Lock { client, resource, options, held: Shared::empty(Error::NotHeld) }
+    }
+
+    fn builder(&self) -> LockBuilder {
+        self.client.lock(self.resource.clone()).options(&self.options)
     }
 
     /// Acquires unless already held.
     fn acquire(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let (held, builder) = (self.held.clone(), self.options.builder(&self.client));
+        let (held, builder) = (self.held.clone(), self.builder());
         async move {
             if held.get().await.is_err() {
                 held.put(builder.acquire().await?).await;
@@ -64,7 +39,7 @@ impl Lock {
 
     /// Tries to acquire now; the future says whether it did.
     pub fn try_acquire(self) -> (impl Future<Output = Result<bool, Error>> + Send + 'static, Self) {
-        let (held, builder) = (self.held.clone(), self.options.builder(&self.client));
+        let (held, builder) = (self.held.clone(), self.builder());
         let attempt = async move {
             match builder.try_acquire().await? {
                 Some(guard) => {
@@ -141,7 +116,7 @@ impl Lock {
     /// The lock's name.
     #[getter]
     fn resource(&self) -> String {
-        self.options.resource.clone()
+        self.resource.clone()
     }
 
     /// Whether this object holds the lock now.
@@ -206,8 +181,8 @@ impl Lock {
 
     fn __repr__(&self) -> String {
         match self.held.peek(|guard| guard.token()) {
-            Some(token) => format!("<Lock {:?} held, token {token}>", self.options.resource),
-            None => format!("<Lock {:?} not held>", self.options.resource),
+            Some(token) => format!("<Lock {:?} held, token {token}>", self.resource),
+            None => format!("<Lock {:?} not held>", self.resource),
         }
     }
 }

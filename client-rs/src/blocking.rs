@@ -71,7 +71,7 @@ impl Client {
 
     /// Starts building an acquisition of `resource`.
     pub fn lock(&self, resource: impl Into<String>) -> LockBuilder {
-        LockBuilder::new(self.inner.clone(), resource.into())
+        self.inner.lock_as(resource.into())
     }
 
     /// Grants a lease kept alive in the background and revoked on drop.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use lockserver_protocol::codes::{ErrorBody, ErrorCode};
+
 /// Everything a lockserver call can fail with.
 ///
 /// The variants mirror the server's error codes one to one ([`Error::code`]), so the Python
@@ -36,6 +38,10 @@ pub enum Error {
     /// The server refused the request as malformed; the text says why.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// An argument of the call is out of range (a negative number of seconds, say); found
+    /// before anything was sent. Its code is `bad_request`, as the server would answer.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The server could not be reached or is unavailable (shutting down, backend down).
     #[error("lockserver unavailable: {0}")]
     Unavailable(String),
@@ -50,6 +56,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every code [`Error::code`] can return.
+    pub const CODES: [&'static str; 9] = [
+        "locked",
+        "not_held",
+        "not_owner",
+        "no_such_lease",
+        "lock_lost",
+        "unauthorized",
+        "bad_request",
+        "unavailable",
+        "server",
+    ];
+
     /// The stable code of this error: the server's code where it has one (`locked`,
     /// `not_held`, `not_owner`, `no_such_lease`, `unauthorized`, `bad_request`, `unavailable`),
     /// `lock_lost` or `server` otherwise.
@@ -61,7 +80,7 @@ impl Error {
             Error::NoSuchLease => "no_such_lease",
             Error::LockLost => "lock_lost",
             Error::Unauthorized => "unauthorized",
-            Error::BadRequest(_) => "bad_request",
+            Error::BadRequest(_) | Error::InvalidArgument(_) => "bad_request",
             Error::Unavailable(_) => "unavailable",
             Error::Server { .. } => "server",
         }
@@ -69,32 +88,23 @@ impl Error {
 
     /// Decodes a server error answer.
     pub(crate) fn from_answer(status: u16, body: &[u8]) -> Error {
-        #[derive(serde::Deserialize, Default)]
-        struct Answer {
-            #[serde(default)]
-            error: String,
-            #[serde(default)]
-            message: String,
-            owner: Option<String>,
-            expires_in_ms: Option<u64>,
-        }
-        let answer: Answer = serde_json::from_slice(body).unwrap_or_default();
+        let answer: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         let message = if answer.message.is_empty() {
             String::from_utf8_lossy(body).into_owned()
         } else {
             answer.message
         };
-        match answer.error.as_str() {
-            "locked" => Error::Locked {
+        match ErrorCode::parse(&answer.error) {
+            Some(ErrorCode::Locked) => Error::Locked {
                 owner: answer.owner.unwrap_or_default(),
-                expires_in: answer.expires_in_ms.map(Duration::from_millis),
+                expires_in: answer.expires_in_ms.flatten().map(Duration::from_millis),
             },
-            "not_held" => Error::NotHeld,
-            "not_owner" => Error::NotOwner,
-            "no_such_lease" => Error::NoSuchLease,
-            "unauthorized" => Error::Unauthorized,
-            "bad_request" | "too_large" => Error::BadRequest(message),
-            "unavailable" => Error::Unavailable(message),
+            Some(ErrorCode::NotHeld) => Error::NotHeld,
+            Some(ErrorCode::NotOwner) => Error::NotOwner,
+            Some(ErrorCode::NoSuchLease) => Error::NoSuchLease,
+            Some(ErrorCode::Unauthorized) => Error::Unauthorized,
+            Some(ErrorCode::BadRequest | ErrorCode::TooLarge) => Error::BadRequest(message),
+            Some(ErrorCode::Unavailable) => Error::Unavailable(message),
             _ => Error::Server { status, message },
         }
     }
@@ -102,3 +112,21 @@ impl Error {
 
 /// The result type of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code the server sends decodes into the variant of the same code (or a wider one).
+    #[test]
+    fn every_server_code_decodes_into_a_client_code() {
+        for code in ErrorCode::ALL {
+            let body = format!(r#"{{"error":"{}","message":"m"}}"#, code.as_str());
+            let error = Error::from_answer(code.status(), body.as_bytes());
+            assert!(Error::CODES.contains(&error.code()));
+            if Error::CODES.contains(&code.as_str()) {
+                assert_eq!(error.code(), code.as_str());
+            }
+        }
+    }
+}

@@ -7,15 +7,15 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::Client;
 use crate::error::Result;
 use crate::keepalive::{self, Liveness};
 use crate::types::LeaseInfo;
+use crate::wire::Transport;
 
 /// A granted lease. Kept alive in the background every third of its time to live; revoked
 /// on drop (best effort), which releases every lock acquired under it.
 pub struct Lease {
-    client: Client,
+    transport: Arc<Transport>,
     id: String,
     ttl: Duration,
     liveness: Arc<Liveness>,
@@ -25,15 +25,15 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub(crate) fn start(client: Client, info: LeaseInfo, sent_at: Instant) -> Lease {
+    pub(crate) fn start(transport: Arc<Transport>, info: LeaseInfo, sent_at: Instant) -> Lease {
         let liveness = Liveness::new(sent_at + info.ttl);
-        let (task_client, task_id) = (client.clone(), info.id.clone());
+        let (task_transport, task_id) = (transport.clone(), info.id.clone());
         let keepalive = keepalive::spawn(liveness.clone(), info.ttl, move || {
-            let (client, id) = (task_client.clone(), task_id.clone());
-            async move { client.keepalive_raw(&id).await.map(drop) }
+            let (transport, id) = (task_transport.clone(), task_id.clone());
+            async move { transport.keepalive(&id).await.map(drop) }
         });
         Lease {
-            client,
+            transport,
             id: info.id,
             ttl: info.ttl,
             liveness,
@@ -56,7 +56,7 @@ impl Lease {
     /// Keeps the lease alive now (the background task does this on its own).
     pub async fn keepalive(&self) -> Result<()> {
         let sent_at = Instant::now();
-        let ttl = self.client.keepalive_raw(&self.id).await?;
+        let ttl = self.transport.keepalive(&self.id).await?;
         self.liveness.extend(sent_at, ttl);
         Ok(())
     }
@@ -73,14 +73,14 @@ impl Lease {
 
     /// Describes the lease and the locks held under it.
     pub async fn info(&self) -> Result<LeaseInfo> {
-        self.client.lease_info(&self.id).await
+        self.transport.lease_info(&self.id).await
     }
 
     /// Revokes the lease, releasing every lock held under it.
     pub async fn revoke(mut self) -> Result<()> {
         self.revoked = true;
         self.keepalive.abort();
-        self.client.revoke_raw(&self.id).await
+        self.transport.revoke(&self.id).await
     }
 }
 
@@ -88,9 +88,9 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.keepalive.abort();
         if !self.revoked {
-            let (client, id) = (self.client.clone(), self.id.clone());
+            let (transport, id) = (self.transport.clone(), self.id.clone());
             self.runtime.spawn(async move {
-                let _ = client.revoke_raw(&id).await;
+                let _ = transport.revoke(&id).await;
             });
         }
     }

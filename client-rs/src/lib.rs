@@ -1,5 +1,5 @@
-//! The Rust client of [lockserver](https://github.com/): the one implementation of its
-//! protocol, which the Python and Node clients wrap.
+//! The Rust client of lockserver: the one implementation of its protocol (whose wire format is
+//! the `lockserver-protocol` crate), which the Python and Node clients wrap.
 //!
 //! - [`Client`]: async (Tokio), one pooled keep-alive connection pool, built once and reused.
 //! - [`blocking::Client`]: the same API, synchronous, usable outside any runtime.
@@ -111,14 +111,18 @@ mod error;
 mod keepalive;
 mod lease;
 mod lock;
+mod options;
 mod reference;
 mod shared;
 mod types;
+mod wire;
 
-pub use client::{AcquireRequest, Client, ClientBuilder, DEFAULT_ADDR, SECRET_HEADER};
+pub use client::{Client, ClientBuilder, DEFAULT_ADDR};
 pub use error::{Error, Result};
 pub use lease::Lease;
 pub use lock::{Async, LockBuilder, LockGuard, MAX_WAIT_CHUNK};
+pub use lockserver_protocol::SECRET_HEADER;
+pub use options::{seconds, LockOptions};
 pub use reference::{LockMode, LockserverClient};
 pub use shared::Shared;
 pub use types::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};

@@ -8,10 +8,11 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::{AcquireRequest, Client};
 use crate::error::{Error, Result};
 use crate::keepalive::{self, Liveness};
+use crate::options::LockOptions;
 use crate::types::Grant;
+use crate::wire::{AcquireRequest, Transport};
 
 /// The longest single server-side wait; longer waits are made of several.
 /// Servers started with `--max-wait` below this refuse a wait that long: keep the default.
@@ -27,7 +28,7 @@ pub const MAX_WAIT_CHUNK: Duration = Duration::from_secs(30);
 /// [blocking](crate::blocking) one (`acquire()`); `M` says which.
 #[must_use = "a LockBuilder does nothing until acquire() or try_acquire()"]
 pub struct LockBuilder<M = Async> {
-    client: Client,
+    transport: Arc<Transport>,
     request: AcquireRequest,
     wait: Option<Duration>,
     mode: PhantomData<M>,
@@ -37,10 +38,26 @@ pub struct LockBuilder<M = Async> {
 pub struct Async;
 
 impl<M> LockBuilder<M> {
-    pub(crate) fn new(client: Client, resource: String) -> Self {
-        let owner = client.acquisition_owner();
+    pub(crate) fn new(transport: Arc<Transport>, resource: String, owner: String) -> Self {
         let request = AcquireRequest { resource, owner, ..AcquireRequest::default() };
-        LockBuilder { client, request, wait: None, mode: PhantomData }
+        LockBuilder { transport, request, wait: None, mode: PhantomData }
+    }
+
+    /// Sets whichever of `options` are given (what the bindings' option objects carry).
+    pub fn options(mut self, options: &LockOptions) -> Self {
+        if let Some(expire) = options.expire {
+            self = self.expire(expire);
+        }
+        if let Some(wait) = options.wait {
+            self = self.wait(wait);
+        }
+        if let Some(value) = &options.value {
+            self = self.value(value.clone());
+        }
+        if let Some(lease) = &options.lease {
+            self = self.lease(lease);
+        }
+        self
     }
 
     /// The hold expires after this long unless refreshed; the guard refreshes it in the
@@ -97,9 +114,10 @@ impl<M> LockBuilder<M> {
                 None => MAX_WAIT_CHUNK,
             };
             let sent_at = now;
-            match self.client.acquire_raw(&self.request).await {
+            match self.transport.acquire(&self.request).await {
                 Ok(grant) => {
-                    if let Some(guard) = LockGuard::start(&self.client, &self.request, grant, sent_at).await?
+                    if let Some(guard) =
+                        LockGuard::start(&self.transport, &self.request, grant, sent_at).await?
                     {
                         return Ok(guard);
                     }
@@ -151,7 +169,7 @@ pub struct LockGuard {
 
 /// What the guard and its keepalive task share.
 struct Hold {
-    client: Client,
+    transport: Arc<Transport>,
     resource: String,
     owner: String,
     token: u64,
@@ -164,7 +182,7 @@ struct Hold {
 impl Hold {
     async fn refresh(&self, value: Option<&str>) -> Result<()> {
         let sent_at = Instant::now();
-        self.client.refresh_raw(&self.resource, &self.owner, Some(self.token), self.expire, value).await?;
+        self.transport.refresh(&self.resource, &self.owner, Some(self.token), self.expire, value).await?;
         if let (Some(liveness), Some(expire)) = (&self.liveness, self.expire) {
             liveness.extend(sent_at, expire);
         }
@@ -176,7 +194,7 @@ impl LockGuard {
     /// Wraps a fresh grant; `None` when it came so late (after a long wait) that it could not
     /// be confirmed before its conservative deadline, and the acquisition should go on.
     async fn start(
-        client: &Client,
+        transport: &Arc<Transport>,
         request: &AcquireRequest,
         grant: Grant,
         sent_at: Instant,
@@ -186,7 +204,7 @@ impl LockGuard {
             _ => None,
         };
         let hold = Arc::new(Hold {
-            client: client.clone(),
+            transport: transport.clone(),
             resource: grant.resource,
             owner: grant.owner,
             token: grant.token,
@@ -244,8 +262,8 @@ impl LockGuard {
     pub async fn set_value(&self, value: impl Into<String>) -> Result<()> {
         let value = value.into();
         self.hold
-            .client
-            .refresh_raw(&self.hold.resource, &self.hold.owner, Some(self.hold.token), None, Some(&value))
+            .transport
+            .refresh(&self.hold.resource, &self.hold.owner, Some(self.hold.token), None, Some(&value))
             .await?;
         *self.hold.value.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
         Ok(())
@@ -310,7 +328,7 @@ impl LockGuard {
 }
 
 async fn release(hold: &Hold) -> Result<()> {
-    match hold.client.release_raw(&hold.resource, &hold.owner, Some(hold.token), false).await {
+    match hold.transport.release(&hold.resource, &hold.owner, Some(hold.token), false).await {
         Err(Error::NotHeld | Error::NotOwner) => Err(Error::LockLost),
         other => other,
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::blocking;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::Client;
 
 /// Whether an acquire waits for the lock.
@@ -15,6 +15,17 @@ pub enum LockMode {
     Blocking,
     /// Answer [`Error::Locked`](crate::Error::Locked) at once when the lock is held.
     NonBlocking,
+}
+
+impl LockMode {
+    /// `Blocking` when `blocking` (the bindings' `blocking=True` flag).
+    pub fn from_blocking(blocking: bool) -> Self {
+        if blocking {
+            LockMode::Blocking
+        } else {
+            LockMode::NonBlocking
+        }
+    }
 }
 
 /// A client with one fixed owner id, acquiring and releasing by resource name.
@@ -101,9 +112,24 @@ impl Client {
         })
     }
 
+    /// [`acquire_as_owner`](Self::acquire_as_owner) as the bindings' reference `acquire`
+    /// answers: `Ok(false)` when a non-blocking acquire found the lock held elsewhere.
+    pub async fn try_acquire_as_owner(
+        &self,
+        resource: &str,
+        mode: LockMode,
+        expire: Option<Duration>,
+    ) -> Result<bool> {
+        match self.acquire_as_owner(resource, mode, expire).await {
+            Ok(()) => Ok(true),
+            Err(Error::Locked { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Releases `resource` held by this client's own owner id (the reference API's release).
     pub async fn release_as_owner(&self, resource: &str) -> Result<()> {
-        self.release_raw(resource, self.owner(), None, false).await
+        self.transport().release(resource, self.owner(), None, false).await
     }
 }
 

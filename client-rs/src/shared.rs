@@ -28,6 +28,11 @@ impl<T: Send + Sync + 'static> Shared<T> {
         Shared { slot: Arc::new(RwLock::new(None)), gone }
     }
 
+    /// A cell holding `value`; its use answers `gone` once it is taken.
+    pub fn full(value: T, gone: Error) -> Self {
+        Shared { slot: Arc::new(RwLock::new(Some(value))), gone }
+    }
+
     /// Puts `value` in the cell, replacing (and dropping) what was there.
     pub async fn put(&self, value: T) {
         *self.slot.write().await = Some(value);

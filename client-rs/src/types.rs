@@ -1,20 +1,14 @@
-//! What the server answers, as Rust values.
+//! What the server answers, as Rust values: the protocol's reply bodies with durations as
+//! [`Duration`]s.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use lockserver_protocol::bodies::{GrantReply, LeaseReply, LockPageReply, LockReply, RefreshedReply};
 
-fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
-}
-
-fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(deserializer)?;
-    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-}
+use crate::error::{Error, Result};
 
 /// A granted lock.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
     /// The lock's name.
     pub resource: String,
@@ -23,24 +17,40 @@ pub struct Grant {
     /// The fencing token: greater than every token the server issued before.
     pub token: u64,
     /// Time left on the hold when the server answered; `None` without expiry.
-    #[serde(rename = "expires_in_ms", deserialize_with = "millis")]
     pub expires_in: Option<Duration>,
     /// The value stored with the resource.
     pub value: Option<String>,
 }
 
+impl From<GrantReply> for Grant {
+    fn from(reply: GrantReply) -> Self {
+        Grant {
+            resource: reply.resource,
+            owner: reply.owner,
+            token: reply.token,
+            expires_in: reply.expires_in_ms.map(Duration::from_millis),
+            value: reply.value,
+        }
+    }
+}
+
 /// The answer to a refresh.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Refreshed {
     /// The hold's fencing token.
     pub token: u64,
     /// Time left on the hold; `None` without expiry.
-    #[serde(rename = "expires_in_ms", deserialize_with = "millis")]
     pub expires_in: Option<Duration>,
 }
 
+impl From<RefreshedReply> for Refreshed {
+    fn from(reply: RefreshedReply) -> Self {
+        Refreshed { token: reply.token, expires_in: reply.expires_in_ms.map(Duration::from_millis) }
+    }
+}
+
 /// A held lock, as inspected or listed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LockInfo {
     /// The lock's name.
     pub resource: String,
@@ -49,7 +59,6 @@ pub struct LockInfo {
     /// The hold's fencing token.
     pub token: u64,
     /// Time left on the hold; `None` without expiry.
-    #[serde(rename = "expires_in_ms", deserialize_with = "millis")]
     pub expires_in: Option<Duration>,
     /// The value stored with the resource.
     pub value: Option<String>,
@@ -59,8 +68,22 @@ pub struct LockInfo {
     pub lease: Option<String>,
 }
 
+impl From<LockReply> for LockInfo {
+    fn from(reply: LockReply) -> Self {
+        LockInfo {
+            resource: reply.resource,
+            owner: reply.owner,
+            token: reply.token,
+            expires_in: reply.expires_in_ms.map(Duration::from_millis),
+            value: reply.value,
+            waiters: reply.waiters,
+            lease: reply.lease,
+        }
+    }
+}
+
 /// A page of held locks in name order.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LockPage {
     /// The locks.
     pub locks: Vec<LockInfo>,
@@ -68,21 +91,33 @@ pub struct LockPage {
     pub next: Option<String>,
 }
 
+impl From<LockPageReply> for LockPage {
+    fn from(reply: LockPageReply) -> Self {
+        LockPage { locks: reply.locks.into_iter().map(LockInfo::from).collect(), next: reply.next }
+    }
+}
+
 /// A lease as the server describes it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LeaseInfo {
     /// The lease id.
-    #[serde(rename = "lease")]
     pub id: String,
     /// The time to live each keepalive restores.
-    #[serde(deserialize_with = "seconds")]
     pub ttl: Duration,
     /// The locks held under it.
     pub locks: Vec<String>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Keepalive {
-    #[serde(deserialize_with = "seconds")]
-    pub(crate) ttl: Duration,
+impl TryFrom<LeaseReply> for LeaseInfo {
+    type Error = Error;
+
+    fn try_from(reply: LeaseReply) -> Result<Self> {
+        Ok(LeaseInfo { id: reply.lease, ttl: seconds_from_server(reply.ttl)?, locks: reply.locks })
+    }
+}
+
+/// Seconds the server answered, as a duration.
+pub(crate) fn seconds_from_server(secs: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|error| Error::Server { status: 200, message: format!("unreadable answer: {error}") })
 }

@@ -173,7 +173,10 @@ async fn lost_fires_when_the_lock_is_taken_over() {
     let client = client(&server);
     let guard = client.lock("contested").expire(Duration::from_secs(3)).acquire().await.unwrap();
     // Someone with the owner's id releases it behind the guard's back; another takes it.
-    client.release_raw("contested", guard.owner(), None, false).await.unwrap();
+    let released = lockserver_tests::Api::new(&server.base, &server.secret)
+        .release(serde_json::json!({ "resource": "contested", "owner": guard.owner() }))
+        .await;
+    assert_eq!(released.status, 200);
     let thief = client.lock("contested").acquire().await.unwrap();
     tokio::time::timeout(Duration::from_secs(3), guard.lost()).await.expect("lost() fired");
     assert!(matches!(guard.release().await, Err(Error::LockLost)));
@@ -197,7 +200,10 @@ async fn values_travel_with_the_lock() {
     guard.detach();
     // The holder "dies": its lock expires; a new holder finds the value.
     let owner = client.inspect("job").await.unwrap().unwrap().owner;
-    client.release_raw("job", &owner, None, true).await.unwrap();
+    let released = lockserver_tests::Api::new(&server.base, &server.secret)
+        .release(serde_json::json!({ "resource": "job", "owner": owner, "keep_value": true }))
+        .await;
+    assert_eq!(released.status, 200);
     let next = client.lock("job").acquire().await.unwrap();
     assert_eq!(next.value().as_deref(), Some("half done"));
     next.release().await.unwrap();

@@ -19,7 +19,7 @@ mod etcd;
 pub use etcd::EtcdCluster;
 
 /// The header that carries the shared secret.
-pub const SECRET_HEADER: &str = "X-LOCKSERVER-SECRET";
+pub use lockserver_protocol::SECRET_HEADER;
 
 /// A directory removed when dropped.
 pub struct TempDir {

@@ -1,0 +1,17 @@
+//! The scenarios, one file per group. Each drives servers over keep-alive connections for a
+//! bounded time and count (helpers in `measure.rs`), and writes its figures as Markdown, every
+//! one beside a baseline of the same run (tables rendered by `report.rs`).
+
+mod clients;
+mod contended;
+mod etcd;
+mod held;
+mod throughput;
+mod waiting;
+
+pub use clients::language_clients;
+pub use contended::contended;
+pub use etcd::etcd;
+pub use held::million;
+pub use throughput::{generator_ceiling, redis, uncontended};
+pub use waiting::{expiries, parked};

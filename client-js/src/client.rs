@@ -1,0 +1,177 @@
+//! `LockserverClient`: the reference calls, and the factories of locks and leases.
+
+use lockserver_client::{seconds, Client, LockMode, LockOptions as ClientLockOptions};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::errors::{promise, to_js};
+use crate::lease::Lease;
+use crate::lock::LockHandle;
+
+/// Where the server is and who we are; each falls back to `LOCKSERVER_ADDR`,
+/// `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET` (or `.env`).
+#[napi(object)]
+pub struct ClientOptions {
+    /// `host:port` of the server, with or without `http://`.
+    pub addr: Option<String>,
+    /// The owner id; by default unique per client.
+    pub owner: Option<String>,
+    /// The shared secret sent in `X-LOCKSERVER-SECRET`.
+    pub secret: Option<String>,
+}
+
+/// How to acquire: `expire` and `wait` in seconds (`wait` absent: as long as it takes).
+#[napi(object)]
+pub struct LockOptions {
+    /// Seconds until the hold expires unless refreshed; kept alive in the background.
+    pub expire: Option<f64>,
+    /// Seconds to wait when held; absent: as long as it takes.
+    pub wait: Option<f64>,
+    /// A value to store with the lock.
+    pub value: Option<String>,
+    /// A lease id to bind the hold to.
+    pub lease: Option<String>,
+}
+
+/// A held lock as the server describes it.
+#[napi(object)]
+pub struct LockInfo {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder.
+    pub owner: String,
+    /// The fencing token of the hold.
+    pub token: i64,
+    /// Seconds left, or null without expiry.
+    pub expires_in: Option<f64>,
+    /// The value stored with the lock.
+    pub value: Option<String>,
+    /// How many requests are queued for it.
+    pub waiters: u32,
+    /// The lease the hold is bound to.
+    pub lease: Option<String>,
+}
+
+impl From<lockserver_client::LockInfo> for LockInfo {
+    fn from(info: lockserver_client::LockInfo) -> Self {
+        LockInfo {
+            resource: info.resource,
+            owner: info.owner,
+            token: info.token as i64,
+            expires_in: info.expires_in.map(|left| left.as_secs_f64()),
+            value: info.value,
+            waiters: info.waiters as u32,
+            lease: info.lease,
+        }
+    }
+}
+
+/// A lockserver client.
+#[napi]
+pub struct LockserverClient {
+    client: Client,
+}
+
+impl LockserverClient {
+    /// A builder of `resource` with `options`, converted (or the conversion's error).
+    fn builder(
+        &self,
+        resource: String,
+        options: Option<LockOptions>,
+    ) -> lockserver_client::Result<lockserver_client::LockBuilder> {
+        let options = match options {
+            Some(LockOptions { expire, wait, value, lease }) => {
+                ClientLockOptions::from_seconds(expire, wait, value, lease)?
+            }
+            None => ClientLockOptions::default(),
+        };
+        Ok(self.client.lock(resource).options(&options))
+    }
+}
+
+#[napi]
+impl LockserverClient {
+    /// A client; what `options` leaves out comes from the environment.
+    #[napi(constructor)]
+    pub fn new(env: Env, options: Option<ClientOptions>) -> Result<Self> {
+        let ClientOptions { addr, owner, secret } =
+            options.unwrap_or(ClientOptions { addr: None, owner: None, secret: None });
+        let client = Client::builder().options(addr, owner, secret).build().map_err(|e| to_js(&env, e))?;
+        Ok(LockserverClient { client })
+    }
+
+    /// This client's owner id.
+    #[napi(getter)]
+    pub fn owner(&self) -> String {
+        self.client.owner().to_string()
+    }
+
+    /// Acquires `resource` as this client's owner, held until `release` (or `expire` seconds).
+    /// Blocking (the default) waits as long as it takes; non-blocking resolves false when held.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn acquire<'env>(
+        &self,
+        env: &'env Env,
+        resource: String,
+        blocking: Option<bool>,
+        expire: Option<f64>,
+    ) -> Result<PromiseRaw<'env, bool>> {
+        let client = self.client.clone();
+        let mode = LockMode::from_blocking(blocking.unwrap_or(true));
+        let acquired = async move {
+            let expire = expire.map(|expire| seconds("expire", expire)).transpose()?;
+            client.try_acquire_as_owner(&resource, mode, expire).await
+        };
+        promise(env, acquired, |held| held)
+    }
+
+    /// Releases `resource` held by this client's owner.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn release<'env>(&self, env: &'env Env, resource: String) -> Result<PromiseRaw<'env, ()>> {
+        let client = self.client.clone();
+        promise(env, async move { client.release_as_owner(&resource).await }, |()| ())
+    }
+
+    /// Acquires `resource`; resolves to a handle whose `release()` ends the hold.
+    #[napi(ts_return_type = "Promise<LockHandle>")]
+    pub fn lock<'env>(
+        &self,
+        env: &'env Env,
+        resource: String,
+        options: Option<LockOptions>,
+    ) -> Result<PromiseRaw<'env, LockHandle>> {
+        let builder = self.builder(resource, options);
+        promise(env, async move { builder?.acquire().await }, LockHandle::new)
+    }
+
+    /// Acquires `resource` if it is free now; resolves to a handle, or null.
+    #[napi(ts_return_type = "Promise<LockHandle | null>")]
+    pub fn try_lock<'env>(
+        &self,
+        env: &'env Env,
+        resource: String,
+        options: Option<LockOptions>,
+    ) -> Result<PromiseRaw<'env, Option<LockHandle>>> {
+        let builder = self.builder(resource, options);
+        promise(env, async move { builder?.try_acquire().await }, |guard| guard.map(LockHandle::new))
+    }
+
+    /// Grants a lease with `ttl` seconds to live, kept alive in the background until revoked.
+    #[napi(ts_return_type = "Promise<Lease>")]
+    pub fn grant_lease<'env>(&self, env: &'env Env, ttl: f64) -> Result<PromiseRaw<'env, Lease>> {
+        let client = self.client.clone();
+        let granted = async move { client.grant_lease(seconds("ttl", ttl)?).await };
+        promise(env, granted, Lease::new)
+    }
+
+    /// The held lock on `resource`, or null when it is free.
+    #[napi(ts_return_type = "Promise<LockInfo | null>")]
+    pub fn inspect<'env>(
+        &self,
+        env: &'env Env,
+        resource: String,
+    ) -> Result<PromiseRaw<'env, Option<LockInfo>>> {
+        let client = self.client.clone();
+        promise(env, async move { client.inspect(&resource).await }, |info| info.map(LockInfo::from))
+    }
+}

@@ -1,0 +1,54 @@
+//! What the bindings hand over from their own option objects: seconds as floats, and the
+//! options of one acquisition. Converted here once, so that Python and Node agree.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The options of one acquisition, as a [`LockBuilder`](crate::LockBuilder) takes them
+/// ([`LockBuilder::options`](crate::LockBuilder::options)).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockOptions {
+    /// The hold expires after this long unless refreshed (kept alive by the guard).
+    pub expire: Option<Duration>,
+    /// How long to wait when the lock is held; `None`: as long as it takes.
+    pub wait: Option<Duration>,
+    /// A value to store with the lock.
+    pub value: Option<String>,
+    /// A lease id to bind the hold to.
+    pub lease: Option<String>,
+}
+
+impl LockOptions {
+    /// The options from seconds, as the bindings receive them.
+    /// [`Error::InvalidArgument`] when a number of seconds is negative or not finite.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockserver_client::LockOptions;
+    ///
+    /// let options = LockOptions::from_seconds(Some(1.5), None, None, None).unwrap();
+    /// assert_eq!(options.expire, Some(Duration::from_millis(1500)));
+    /// assert!(LockOptions::from_seconds(Some(-1.0), None, None, None).is_err());
+    /// ```
+    pub fn from_seconds(
+        expire: Option<f64>,
+        wait: Option<f64>,
+        value: Option<String>,
+        lease: Option<String>,
+    ) -> Result<Self> {
+        Ok(LockOptions {
+            expire: expire.map(|secs| seconds("expire", secs)).transpose()?,
+            wait: wait.map(|secs| seconds("wait", secs)).transpose()?,
+            value,
+            lease,
+        })
+    }
+}
+
+/// A number of seconds as a duration; [`Error::InvalidArgument`] naming `name` when it is
+/// negative or not finite.
+pub fn seconds(name: &str, secs: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| Error::InvalidArgument(format!("`{name}` must be a non-negative number of seconds")))
+}
