@@ -75,7 +75,7 @@ impl Transport {
             resource: Some(request.resource.clone()),
             owner: request.owner.clone(),
             expire: request.expire.map(|expire| expire.as_secs_f64()),
-            wait: (!request.wait.is_zero()).then(|| request.wait.as_secs_f64()),
+            wait: (!request.wait.is_zero()).then_some(request.wait.as_secs_f64()),
             lease: request.lease.clone(),
             value: request.value.clone(),
         };
