@@ -6,40 +6,17 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
 use super::keys::{decode, encode, lease_name, lease_number, HoldRecord, WaiterRecord};
-use super::reads::{gets, revision};
+use super::reads::{gets, revision, Hold};
 use super::timers::Due;
 use super::{lease_not_found, unavailable, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{
     AcquireRequest, EngineError, FencingToken, Grant, Lifetime, RefreshRequest, Refreshed, Result,
 };
-
-/// A holder key as read.
-#[derive(Debug, Clone)]
-pub(super) struct Hold {
-    pub(super) record: HoldRecord,
-    pub(super) token: i64,
-    pub(super) mod_revision: i64,
-}
-
-impl Hold {
-    pub(super) fn parse(kv: &KeyValue) -> Result<Hold> {
-        Ok(Hold {
-            record: decode(kv.key(), kv.value())?,
-            token: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-        })
-    }
-
-    pub(super) fn expired(&self, wall_ms: u64) -> bool {
-        self.record.deadline_ms.is_some_and(|deadline| deadline <= wall_ms)
-    }
-}
 
 /// What a hold is bound to in etcd.
 pub(super) struct Binding {

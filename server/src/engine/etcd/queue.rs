@@ -13,9 +13,8 @@ use etcd_client::{
 };
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::holds::Hold;
 use super::keys::{encode, lease_number, WaiterRecord};
-use super::reads::{gets, revision};
+use super::reads::{gets, revision, Hold};
 use super::{lease_not_found, unavailable, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{AcquireRequest, EngineError, Grant, Lifetime, Result};

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
-use super::holds::Hold;
-use super::keys::{decode, lease_number, LeaseRecord};
+use super::keys::{decode, lease_number, HoldRecord, LeaseRecord};
 use super::{unavailable, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, FencingToken, LeaseId, LockInfo, LockPage, Result};
@@ -29,6 +28,28 @@ pub(super) fn gets(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
 
 pub(super) fn revision(response: &TxnResponse) -> i64 {
     response.header().map_or(0, |header| header.revision())
+}
+
+/// A holder key as read.
+#[derive(Debug, Clone)]
+pub(super) struct Hold {
+    pub(super) record: HoldRecord,
+    pub(super) token: i64,
+    pub(super) mod_revision: i64,
+}
+
+impl Hold {
+    pub(super) fn parse(kv: &KeyValue) -> Result<Hold> {
+        Ok(Hold {
+            record: decode(kv.key(), kv.value())?,
+            token: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        })
+    }
+
+    pub(super) fn expired(&self, wall_ms: u64) -> bool {
+        self.record.deadline_ms.is_some_and(|deadline| deadline <= wall_ms)
+    }
 }
 
 impl Inner {
