@@ -52,12 +52,6 @@ impl Lease {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn revoke<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let granted = self.granted.clone();
-        let revoked = async move {
-            match granted.take().await {
-                Some(lease) => lease.revoke().await,
-                None => Ok(()),
-            }
-        };
-        promise(env, revoked, |()| ())
+        promise(env, async move { granted.end(lockserver_client::Lease::revoke).await }, |()| ())
     }
 }

@@ -79,13 +79,7 @@ impl LockHandle {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn release<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let guard = self.guard.clone();
-        let released = async move {
-            match guard.take().await {
-                Some(guard) => guard.release().await,
-                None => Ok(()),
-            }
-        };
-        promise(env, released, |()| ())
+        promise(env, async move { guard.end(LockGuard::release).await }, |()| ())
     }
 
     /// Resolves when the lock is lost (never, for a lock without expiry).

@@ -44,12 +44,7 @@ impl Lease {
 
     fn revoke_call(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let granted = self.granted.clone();
-        async move {
-            match granted.take().await {
-                Some(lease) => lease.revoke().await,
-                None => Ok(()),
-            }
-        }
+        async move { granted.end(lockserver_client::Lease::revoke).await }
     }
 
     fn keepalive_call(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {

@@ -54,12 +54,7 @@ impl Lock {
 
     fn release_call(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let held = self.held.clone();
-        async move {
-            match held.take().await {
-                Some(guard) => guard.release().await,
-                None => Ok(()),
-            }
-        }
+        async move { held.end(LockGuard::release).await }
     }
 
     fn set_value_call(&self, value: String) -> impl Future<Output = Result<(), Error>> + Send + 'static {

@@ -49,6 +49,19 @@ impl<T: Send + Sync + 'static> Shared<T> {
         self.slot.try_read().ok()?.as_ref().map(look)
     }
 
+    /// Takes the value out and ends it with `end` (a release, a revoke); `Ok` at once when it
+    /// was already taken, so that ending twice is a no-op.
+    pub async fn end<F, Fut>(&self, end: F) -> Result<()>
+    where
+        F: FnOnce(T) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        match self.take().await {
+            Some(value) => end(value).await,
+            None => Ok(()),
+        }
+    }
+
     /// Takes the value out, for every clone; `None` when it was already taken.
     pub async fn take(&self) -> Option<T> {
         self.slot.write().await.take()
