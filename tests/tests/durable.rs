@@ -97,12 +97,13 @@ async fn expiry_runs_across_a_restart() {
     let dir = TempDir::new("expiry");
     let server = start_on(&dir, "s", &[]);
     let api = server.api();
-    api.acquire(json!({"resource": "short", "owner": "a", "expire": 2, "value": "step 4"})).await;
+    api.acquire(json!({"resource": "short", "owner": "a", "expire": 1, "value": "step 4"})).await;
     let forever = api.acquire(json!({"resource": "forever", "owner": "b"})).await.token();
     let lease = api.post("/leases", json!({"ttl": 60})).await.body["lease"].as_str().unwrap().to_string();
     let leased = api.acquire(json!({"resource": "leased", "owner": "c", "lease": lease})).await.token();
     server.kill();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The hold's deadline must pass while the server is down: real time, across processes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let server = start_on(&dir, "s", &[]);
     let api = server.api();
@@ -131,8 +132,15 @@ async fn compaction_keeps_the_data_dir_small() {
         api.acquire(json!({"resource": resource, "owner": "o", "value": "y".repeat(200)})).await;
         api.release(json!({"resource": resource, "owner": "o"})).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let size: u64 = std::fs::read_dir(&dir.path).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    // Compaction runs in the background: wait for it (bounded), not for a fixed time.
+    let dir_size = || -> u64 {
+        std::fs::read_dir(&dir.path).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while dir_size() >= 1_000_000 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let size = dir_size();
     assert!(size < 1_000_000, "the data dir holds {size} bytes after ~2 MB of changes");
     server.kill();
     let server = start_on(&dir, "s", &[]);
@@ -162,7 +170,18 @@ async fn a_damaged_data_dir_is_refused_not_reset() {
     let dir = TempDir::new("corrupt");
     let server = start_on(&dir, "s", &[]);
     server.api().acquire(json!({"resource": "precious", "owner": "o"})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the start-up snapshot land
+    // Let the start-up snapshot land (bounded wait for the file, not a fixed sleep).
+    let has_snapshot = || {
+        std::fs::read_dir(&dir.path).unwrap().any(|e| {
+            let name = e.unwrap().file_name();
+            let name = name.to_str().unwrap();
+            name.starts_with("snapshot-") && name.ends_with(".db")
+        })
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !has_snapshot() && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill();
     let snapshot = std::fs::read_dir(&dir.path)
         .unwrap()
