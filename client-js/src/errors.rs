@@ -3,7 +3,7 @@
 //! `LOCKED`, `owner` and `expiresInMs` as real properties. And the one helper that turns a
 //! client future into a promise rejecting with such errors.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::future::Future;
 
 use napi::bindgen_prelude::*;
@@ -24,16 +24,18 @@ pub struct ErrorFields {
 }
 
 thread_local! {
-    /// The `LockserverError` class of this JavaScript thread's package instance.
-    static ERROR_CLASS: RefCell<Option<FunctionRef<ErrorFields, ()>>> = const { RefCell::new(None) };
+    /// The `LockserverError` class of this JavaScript thread's package instance. Leaked on
+    /// purpose (one reference per thread that loads the package): dropping it in a thread-local
+    /// destructor could run after the JavaScript environment is gone.
+    static ERROR_CLASS: Cell<Option<&'static FunctionRef<ErrorFields, ()>>> = const { Cell::new(None) };
 }
 
 /// Registers the class every error is made an instance of (called once by `index.js`).
 #[napi]
 #[cfg_attr(test, allow(dead_code))] // called from JavaScript only
 pub fn register_error_class(error_class: Function<ErrorFields, ()>) -> Result<()> {
-    let reference = error_class.create_ref()?;
-    ERROR_CLASS.with(|class| *class.borrow_mut() = Some(reference));
+    let reference: &'static _ = Box::leak(Box::new(error_class.create_ref()?));
+    ERROR_CLASS.with(|class| class.set(Some(reference)));
     Ok(())
 }
 
@@ -48,14 +50,12 @@ pub fn to_js(env: &Env, error: lockserver_client::Error) -> Error {
     };
     let fields =
         ErrorFields { code: error.code().to_uppercase(), message: message.clone(), owner, expires_in_ms };
-    let made = ERROR_CLASS.with(|class| -> Result<Option<Error>> {
-        let class = class.borrow();
-        let Some(class) = class.as_ref() else { return Ok(None) };
+    let made = ERROR_CLASS.with(Cell::get).map(|class| -> Result<Error> {
         let instance = class.borrow_back(env)?.new_instance(fields)?;
-        Ok(Some(Error::from(instance)))
+        Ok(Error::from(instance))
     });
     match made {
-        Ok(Some(error)) => error,
+        Some(Ok(error)) => error,
         _ => Error::new(Status::GenericFailure, message),
     }
 }
