@@ -7,9 +7,10 @@ use std::io::{BufWriter, Write};
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
+use super::format::{encode_trailer, FileHeader, FileKind};
 use super::log_file::sync_dir;
-use super::records::{self, Record};
-use super::recovery::{list_files, FileKind};
+use super::records::Record;
+use super::recovery::{list_files, StoreFile};
 use super::{Journal, StoreError};
 
 impl Journal {
@@ -37,31 +38,47 @@ impl Journal {
         let temporary = self.dir.join(format!("snapshot-{next:020}.tmp"));
         let file = File::create(&temporary).map_err(StoreError::io(&temporary, "create"))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut failed = out.write_all(&records::header()).err();
+        let header = FileHeader {
+            kind: FileKind::Snapshot,
+            generation: next,
+            reserved: self.reserved.load(Ordering::Acquire),
+        };
+        let mut failed = out.write_all(&header.encode()).err();
         let mut buffer = Vec::with_capacity(4096);
-        source(&mut |record| {
+        let (mut count, mut crc) = (0u64, crc32fast::Hasher::new());
+        let mut write = |record: &Record| {
             buffer.clear();
             record.encode_into(&mut buffer);
+            count += 1;
+            crc.update(&buffer);
             if failed.is_none() {
                 failed = out.write_all(&buffer).err();
             }
-        });
-        let reserved = self.reserved.load(Ordering::Acquire);
-        buffer.clear();
-        Record::Reserve { ceiling: reserved }.encode_into(&mut buffer);
-        if let Some(error) = failed.or_else(|| out.write_all(&buffer).err()) {
+        };
+        source(&mut write);
+        // Read after the records: it covers every token they hold.
+        write(&Record::Reserve { ceiling: self.reserved.load(Ordering::Acquire) });
+        let trailer = encode_trailer(count, crc.finalize());
+        if let Some(error) = failed.or_else(|| out.write_all(&trailer).err()) {
             let _ = fs::remove_file(&temporary);
             return Err(StoreError::io(&temporary, "write the snapshot")(error));
         }
         let file =
             out.into_inner().map_err(|e| StoreError::io(&temporary, "write the snapshot")(e.into_error()))?;
         file.sync_all().map_err(StoreError::io(&temporary, "sync the snapshot"))?;
+        // The snapshot may hold changes still on their way to the log: it takes their place
+        // only once they are durable, so that it never holds a change that was refused.
+        let appended = self.pending().appended;
+        if !self.wait_durable(appended) {
+            let _ = fs::remove_file(&temporary);
+            return Err(self.failure.get().cloned().expect("not durable only after a failure"));
+        }
         let snapshot = self.dir.join(format!("snapshot-{next:020}.db"));
         fs::rename(&temporary, &snapshot)
             .map_err(StoreError::io(&snapshot, "rename the snapshot into place"))?;
         sync_dir(&self.dir)?;
         for (kind, generation, path) in list_files(&self.dir)? {
-            if generation < next && (kind == FileKind::Log || kind == FileKind::Snapshot) {
+            if generation < next && (kind == StoreFile::Log || kind == StoreFile::Snapshot) {
                 fs::remove_file(&path).map_err(StoreError::io(&path, "remove"))?;
             }
         }

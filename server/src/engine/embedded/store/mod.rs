@@ -19,8 +19,11 @@
 //! anywhere else stops the server with a message naming the file.
 
 mod compaction;
+#[cfg(test)]
+mod damage_tests;
 mod disk_wait;
 mod error;
+mod format;
 mod log_file;
 mod records;
 mod recovery;
@@ -105,7 +108,7 @@ impl Journal {
         }
         let (recovered, generation) = recovery::recover(dir)?;
         let generation = generation + 1;
-        let log = LogFile::create(dir, generation, max_ahead(compact_after))?;
+        let log = LogFile::create(dir, generation, recovered.max_token, max_ahead(compact_after))?;
         let (compact_tx, compact_rx) = mpsc::channel();
         let journal = Arc::new(Journal {
             dir: dir.to_path_buf(),
@@ -200,6 +203,20 @@ impl Journal {
         match self.failure.get() {
             Some(failure) => Err(failure.clone().into()),
             None => Ok(()),
+        }
+    }
+
+    /// Blocks this (non-async) thread until the log is on disk up to `position`; false if the
+    /// journal failed first.
+    fn wait_durable(&self, position: u64) -> bool {
+        loop {
+            if self.failure.get().is_some() {
+                return false;
+            }
+            if self.pending().durable >= position {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 

@@ -3,15 +3,9 @@
 //! Every record is the full state of one thing after a change (a held lock, a free resource
 //! with a retained value, a lease, the token reservation), so replaying a log over a snapshot
 //! is a sequence of upserts: replaying a record twice changes nothing. On disk each record is
-//! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`; a file starts with
-//! [`MAGIC`] and [`FORMAT_VERSION`].
+//! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`; how records are grouped into
+//! files (headers, log frames, snapshot trailers) is `format.rs`.
 
-/// The first bytes of every store file.
-pub const MAGIC: &[u8; 8] = b"LOCKSRV\0";
-/// The on-disk format version; a file with another one is refused, never rewritten.
-pub const FORMAT_VERSION: u32 = 1;
-/// The length of a file header.
-pub const HEADER_LEN: usize = MAGIC.len() + 4;
 /// The largest payload a valid record can have (a 64 KiB value and its names, with room).
 const MAX_PAYLOAD: usize = 1 << 20;
 
@@ -37,36 +31,6 @@ pub enum Record {
     LeaseGone { id: String },
     /// No token up to `ceiling` may be issued again: the next start goes above it.
     Reserve { ceiling: u64 },
-}
-
-/// The bytes of a file header.
-pub fn header() -> Vec<u8> {
-    let mut bytes = MAGIC.to_vec();
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes
-}
-
-/// What is wrong with a file header.
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum HeaderError {
-    /// The file does not start with [`MAGIC`].
-    #[error("not a lockserver data file (bad magic bytes)")]
-    BadMagic,
-    /// The file is in another format version.
-    #[error("written in data format version {0}; this lockserver reads version {FORMAT_VERSION}")]
-    Version(u32),
-}
-
-/// Checks a file header.
-pub fn check_header(bytes: &[u8]) -> Result<(), HeaderError> {
-    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(HeaderError::BadMagic);
-    }
-    let version = u32::from_le_bytes(bytes[MAGIC.len()..HEADER_LEN].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
-    Ok(())
 }
 
 impl Record {
@@ -304,14 +268,5 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         assert_eq!(read_record(&bytes), Read::Bad);
-    }
-
-    #[test]
-    fn headers_name_the_problem() {
-        assert!(check_header(&header()).is_ok());
-        assert_eq!(check_header(b"garbage!garbage"), Err(HeaderError::BadMagic));
-        let mut future = header();
-        future[8] = 9;
-        assert!(check_header(&future).unwrap_err().to_string().contains("version 9"));
     }
 }

@@ -49,8 +49,10 @@ impl Journal {
             let mut rest = &bytes[..];
             if let Some((split, next)) = rotate {
                 let (before, after) = rest.split_at((split.saturating_sub(start) as usize).min(rest.len()));
-                let switched =
-                    log.write_synced(before).and_then(|()| LogFile::create(&self.dir, next, log.max_ahead));
+                let reserved = self.reserved.load(std::sync::atomic::Ordering::Acquire);
+                let switched = log
+                    .write_synced(before)
+                    .and_then(|()| LogFile::create(&self.dir, next, reserved, log.max_ahead));
                 match switched {
                     Ok(new_log) => {
                         log = new_log;
