@@ -60,7 +60,7 @@ async fn write_through_the_journal(dir: &Path) -> Vec<(String, u64)> {
     }
     journal.sync().await.unwrap();
     let state: Arc<Vec<Record>> = Arc::new(acked.iter().map(|(name, token)| hold(name, *token)).collect());
-    journal.start_compaction(Box::new(move |emit| state.iter().for_each(|record| emit(record))));
+    journal.start_compaction(Box::new(move |emit| state.iter().for_each(&mut *emit)));
     while !compacted(dir) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
