@@ -1,21 +1,31 @@
 //! The bridge between the lock table and its durable store: rebuilding the table from what
-//! recovery found, and writing the table out as records (one record per slot, for the journal
-//! and for snapshots). Deadlines cross this bridge as wall-clock milliseconds.
+//! recovery found (at start-up, and after a failed write, see [`DurableState::reset`]), and
+//! writing the table out as records (one record per slot, for the journal and for snapshots).
+//! Deadlines cross this bridge as wall-clock milliseconds.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::expiry::Timers;
 use super::slot::{Holder, Slot};
-use super::store::{Record, Recovered};
+use super::store::{DurableState, Record, Recovered, StoreError};
+use super::table::ShardState;
 use super::Shared;
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{FencingToken, LeaseId};
+use crate::engine::{EngineError, FencingToken, LeaseId};
 
 impl Shared {
-    /// Rebuilds the table from what the journal recovered, expiring what expired meanwhile.
+    /// Builds the table from what the journal recovered, expiring what expired meanwhile.
     pub(super) fn restore(&self, recovered: Recovered) {
+        let mut shards = self.lock_all();
+        self.restore_into(recovered, &mut shards);
+    }
+
+    /// Fills the (empty, locked) shards from what the journal recovered.
+    fn restore_into(&self, recovered: Recovered, shards: &mut [MutexGuard<'_, ShardState>]) {
         let (now, wall) = (Instant::now(), wall_now_ms());
         let instant = |deadline_ms: u64| -> Option<Instant> {
             deadline_ms
@@ -66,14 +76,14 @@ impl Shared {
             if slot.is_vacant() {
                 continue;
             }
-            let mut state = self.shard_of(&key).state.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = &mut shards[self.shard_index(&key)];
             state.timers.update(&key, None, slot.deadline);
             state.slots.insert(key, Box::new(slot));
         }
     }
 
     /// Emits the whole state as records, one shard at a time, for a snapshot.
-    pub(super) fn snapshot(&self, emit: &mut dyn FnMut(&Record)) {
+    fn write_snapshot(&self, emit: &mut dyn FnMut(&Record)) {
         let mut records = Vec::new();
         for shard in self.shards.iter() {
             {
@@ -84,6 +94,35 @@ impl Shared {
             records.drain(..).for_each(|record| emit(&record));
         }
         self.leases.records(Instant::now(), wall_now_ms()).iter().for_each(emit);
+    }
+}
+
+impl DurableState for Shared {
+    fn snapshot(&self, emit: &mut dyn FnMut(&Record)) {
+        self.write_snapshot(emit);
+    }
+
+    fn reset(&self, recovered: Recovered, failure: &StoreError) {
+        let mut shards = self.lock_all();
+        for state in shards.iter_mut() {
+            for slot in state.slots.values_mut() {
+                for waiter in slot.take_waiters() {
+                    let _ = waiter.reply.send(Err(EngineError::Storage(failure.clone())));
+                }
+            }
+            state.slots.clear();
+            state.timers = Timers::default();
+            state.unsynced.clear();
+        }
+        self.leases.clear();
+        // Tokens only grow: those issued in memory stay issued, the reservation covers them.
+        self.last_token.fetch_max(recovered.max_token, Ordering::SeqCst);
+        self.restore_into(recovered, &mut shards);
+        drop(shards);
+        for shard in self.shards.iter() {
+            shard.timer.notify_one();
+        }
+        self.leases.timer.notify_one();
     }
 }
 

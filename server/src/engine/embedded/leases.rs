@@ -32,6 +32,8 @@ struct LeaseState {
     leases: HashMap<LeaseId, Lease>,
     /// Every live lease's deadline, earliest first, for the expiry task.
     deadlines: BTreeSet<(Instant, LeaseId)>,
+    /// Where the table's last change is in the journal: lease calls wait until it is on disk.
+    unsynced: u64,
 }
 
 struct Lease {
@@ -59,10 +61,30 @@ impl LeaseTable {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn journal(&self, record: impl FnOnce() -> Record) {
-        if let Some(journal) = &self.journal {
-            journal.append(&record());
+    /// Journals a change made under `state`'s mutex; where it is in the journal.
+    fn journal(&self, state: &mut LeaseState, record: impl FnOnce() -> Record) -> u64 {
+        let Some(journal) = &self.journal else { return 0 };
+        state.unsynced = journal.append(&record());
+        state.unsynced
+    }
+
+    /// Refuses a change while the store cannot write (checked under the table's mutex, so that
+    /// a reset after a failed write sees every change made before it).
+    fn check_writable(&self) -> Result<()> {
+        match &self.journal {
+            Some(journal) => journal.check_writable(),
+            None => Ok(()),
         }
+    }
+
+    /// Where the table's last change is in the journal.
+    pub(super) fn unsynced(&self) -> u64 {
+        self.state().unsynced
+    }
+
+    /// Forgets every lease (the state is being reset to what is on disk).
+    pub(super) fn clear(&self) {
+        *self.state() = LeaseState::default();
     }
 
     /// Puts back a lease recovered from the journal.
@@ -77,9 +99,11 @@ impl LeaseTable {
         self.state().leases.iter().map(|(id, lease)| lease_record(id, lease, now, wall_ms)).collect()
     }
 
-    /// Grants a new lease that expires `ttl` from `now` unless kept alive.
-    pub(super) fn grant(&self, ttl: Duration, now: Instant) -> LeaseInfo {
+    /// Grants a new lease that expires `ttl` from `now` unless kept alive; also says where the
+    /// grant is in the journal.
+    pub(super) fn grant(&self, ttl: Duration, now: Instant) -> Result<(LeaseInfo, u64)> {
         let mut state = self.state();
+        self.check_writable()?;
         let id = loop {
             let id = LeaseId(format!("{:016x}", rand::rng().random::<u64>()));
             if !state.leases.contains_key(&id) {
@@ -90,33 +114,37 @@ impl LeaseTable {
         let earliest = state.deadlines.first().is_none_or(|(first, _)| deadline < *first);
         state.deadlines.insert((deadline, id.clone()));
         let lease = Lease { ttl, deadline, locks: BTreeSet::new(), waiting: HashSet::new() };
-        self.journal(|| lease_record(&id, &lease, now, wall_now_ms()));
+        let position = self.journal(&mut state, || lease_record(&id, &lease, now, wall_now_ms()));
         state.leases.insert(id.clone(), lease);
         drop(state);
         if earliest {
             self.timer.notify_one();
         }
-        LeaseInfo { id, ttl, expires_in: ttl, locks: Vec::new() }
+        Ok((LeaseInfo { id, ttl, expires_in: ttl, locks: Vec::new() }, position))
     }
 
-    /// Restores the lease's full time to live.
-    pub(super) fn keepalive(&self, id: &LeaseId, now: Instant) -> Result<Duration> {
+    /// Restores the lease's full time to live; also says where that is in the journal.
+    pub(super) fn keepalive(&self, id: &LeaseId, now: Instant) -> Result<(Duration, u64)> {
         let mut state = self.state();
+        self.check_writable()?;
         let state = &mut *state;
         let lease = live(&mut state.leases, id, now)?;
         state.deadlines.remove(&(lease.deadline, id.clone()));
         lease.deadline = now + lease.ttl;
         state.deadlines.insert((lease.deadline, id.clone()));
-        self.journal(|| lease_record(id, lease, now, wall_now_ms()));
-        Ok(lease.ttl)
+        let (ttl, record) = (lease.ttl, lease_record(id, lease, now, wall_now_ms()));
+        let position = self.journal(state, || record);
+        Ok((ttl, position))
     }
 
-    /// Removes the lease; the caller releases what it held.
-    pub(super) fn revoke(&self, id: &LeaseId, now: Instant) -> Result<EndedLease> {
+    /// Removes the lease; the caller releases what it held. Also says where that is in the
+    /// journal.
+    pub(super) fn revoke(&self, id: &LeaseId, now: Instant) -> Result<(EndedLease, u64)> {
         let mut state = self.state();
+        self.check_writable()?;
         live(&mut state.leases, id, now)?;
-        self.journal(|| Record::LeaseGone { id: id.0.clone() });
-        Ok(remove(&mut state, id).expect("the lease was just found"))
+        let position = self.journal(&mut state, || Record::LeaseGone { id: id.0.clone() });
+        Ok((remove(&mut state, id).expect("the lease was just found"), position))
     }
 
     /// Describes a live lease.
@@ -166,7 +194,7 @@ impl LeaseTable {
             if deadline > now {
                 return (ended, Some(deadline));
             }
-            self.journal(|| Record::LeaseGone { id: id.0.clone() });
+            self.journal(&mut state, || Record::LeaseGone { id: id.0.clone() });
             ended.extend(remove(&mut state, &id));
         }
         (ended, None)

@@ -27,20 +27,20 @@ mod table;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    AcquireRequest, EngineError, FencingToken, Grant, LeaseId, LeaseInfo, LockBackend, LockInfo, LockPage,
-    RefreshRequest, Refreshed, ReleaseRequest, Result,
+    AcquireRequest, EngineError, FencingToken, Grant, Health, LeaseId, LeaseInfo, LockBackend, LockInfo,
+    LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
 };
 use leases::LeaseTable;
 use queued::QueuedWait;
 use slot::Acquired;
-use store::{Journal, Recovered};
+use store::{DurableState, Journal, Recovered};
 
 pub use store::StoreError;
 use table::Shard;
@@ -85,12 +85,8 @@ impl EmbeddedBackend {
     pub fn durable(dir: &Path, value_retention: Duration, compact_after: u64) -> Result<Self, StoreError> {
         let (journal, recovered) = Journal::open(dir, compact_after)?;
         let backend = Self::start(value_retention, Some(journal.clone()), recovered);
-        let shared = Arc::downgrade(&backend.shared);
-        journal.start_compaction(Box::new(move |emit| {
-            if let Some(shared) = shared.upgrade() {
-                shared.snapshot(emit);
-            }
-        }));
+        let state: Weak<dyn DurableState> = Arc::downgrade(&backend.shared) as Weak<dyn DurableState>;
+        journal.attach(state);
         Ok(backend)
     }
 
@@ -129,66 +125,87 @@ impl LockBackend for EmbeddedBackend {
         let AcquireRequest { resource, owner, lifetime, wait, value } = request;
         let wait_until = Instant::now() + wait;
         let may_queue = !wait.is_zero();
-        let acquired =
-            self.shared.with_slot(&resource, |cx| cx.acquire(owner, lifetime, value, may_queue))?;
-        let grant = match acquired {
-            Acquired::Granted(grant) => grant,
-            Acquired::Queued { name, id, reply } => {
-                let grant =
-                    QueuedWait::new(self.shared.clone(), name, id, reply).wait_until(wait_until).await?;
-                // The grant was made (and journaled) by whoever released: wait until it is
-                // journaled, under the shard's mutex, before waiting for the disk.
-                self.shared.barrier(&resource);
-                grant
+        let shared = &self.shared;
+        let (acquired, position) = shared
+            .with_durable_slot(&resource, true, |cx| cx.acquire(owner, lifetime, value, may_queue))
+            .await?;
+        match acquired {
+            Acquired::Granted(grant) => {
+                shared.written(position).await?;
+                Ok(grant)
             }
-        };
-        self.shared.persist().await?;
-        Ok(grant)
+            Acquired::Queued { name, id, reply } => {
+                let (grant, handoff) =
+                    QueuedWait::new(shared.clone(), name, id, reply).wait_until(wait_until).await?;
+                // Whoever released made (and journaled) the grant: once the shard's mutex is
+                // free, the handoff holds where.
+                shared.barrier(&resource);
+                shared.written(handoff.load(Ordering::Acquire)).await?;
+                Ok(grant)
+            }
+        }
     }
 
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
-        self.shared.with_slot(&request.resource, |cx| {
-            cx.check_holder(&request.owner, request.token)?;
-            cx.end_hold(request.keep_value);
-            Ok::<_, EngineError>(())
-        })?;
-        self.shared.persist().await
+        let ((), position) = self
+            .shared
+            .with_durable_slot(&request.resource, true, |cx| {
+                cx.check_holder(&request.owner, request.token)?;
+                cx.end_hold(request.keep_value);
+                Ok(())
+            })
+            .await?;
+        self.shared.written(position).await
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<Refreshed> {
-        let refreshed = self.shared.with_slot(&request.resource, |cx| cx.refresh(&request))?;
-        self.shared.persist().await?;
+        let (refreshed, position) =
+            self.shared.with_durable_slot(&request.resource, true, |cx| cx.refresh(&request)).await?;
+        self.shared.written(position).await?;
         Ok(refreshed)
     }
 
     async fn inspect(&self, resource: &str) -> Result<LockInfo> {
-        self.shared.with_slot(resource, |cx| cx.info().ok_or(EngineError::NotHeld))
+        let (info, _) = self
+            .shared
+            .with_durable_slot(resource, false, |cx| cx.info().ok_or(EngineError::NotHeld))
+            .await?;
+        Ok(info)
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
-        Ok(self.shared.list(prefix, after, limit))
+        self.shared.list(prefix, after, limit).await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
-        let lease = self.shared.leases.grant(ttl, Instant::now());
-        self.shared.persist().await?;
+        self.shared.leases_settled().await?;
+        let (lease, position) = self.shared.leases.grant(ttl, Instant::now())?;
+        self.shared.written(position).await?;
         Ok(lease)
     }
 
     async fn keepalive(&self, lease: &LeaseId) -> Result<Duration> {
-        let ttl = self.shared.leases.keepalive(lease, Instant::now())?;
-        self.shared.persist().await?;
+        self.shared.leases_settled().await?;
+        let (ttl, position) = self.shared.leases.keepalive(lease, Instant::now())?;
+        self.shared.written(position).await?;
         Ok(ttl)
     }
 
     async fn revoke(&self, lease: &LeaseId) -> Result<()> {
-        let ended = self.shared.leases.revoke(lease, Instant::now())?;
-        self.shared.end_lease(ended);
-        self.shared.persist().await
+        self.shared.leases_settled().await?;
+        let (ended, position) = self.shared.leases.revoke(lease, Instant::now())?;
+        let released = self.shared.end_lease(ended);
+        self.shared.written(position.max(released)).await
     }
 
     async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo> {
+        self.shared.leases_settled().await?;
         self.shared.leases.info(lease, Instant::now())
+    }
+
+    async fn health(&self) -> Health {
+        let problem = self.shared.journal.as_ref().and_then(|journal| journal.problem());
+        Health { backend: "embedded", problem }
     }
 
     async fn shutdown(&self) {
@@ -205,12 +222,13 @@ impl LockBackend for EmbeddedBackend {
 }
 
 impl Shared {
-    /// Resolves once every change made so far is on disk (at once in memory storage).
-    async fn persist(&self) -> Result<()> {
-        match &self.journal {
-            Some(journal) => journal.sync().await,
-            None => Ok(()),
-        }
+    /// Returns once no change to the lease table is on its way to the disk (leases are read and
+    /// changed only in their durable state), or the error if the store cannot be trusted.
+    async fn leases_settled(&self) -> Result<()> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        journal.check_readable()?;
+        journal.wait_for(self.leases.unsynced()).await;
+        Ok(())
     }
 
     /// Returns once no operation on `name`'s shard is in progress, so that whatever such an

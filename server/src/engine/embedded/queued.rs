@@ -7,15 +7,16 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
+use super::slot::Handoff;
 use super::Shared;
-use crate::engine::{EngineError, Grant, Result};
+use crate::engine::EngineError;
 
 /// A parked waiter: its place in the queue of `name`, and where its answer arrives.
 pub(super) struct QueuedWait {
     shared: Arc<Shared>,
     name: Arc<str>,
     id: u64,
-    reply: oneshot::Receiver<Result<Grant>>,
+    reply: oneshot::Receiver<Handoff>,
     settled: bool,
 }
 
@@ -24,13 +25,13 @@ impl QueuedWait {
         shared: Arc<Shared>,
         name: Arc<str>,
         id: u64,
-        reply: oneshot::Receiver<Result<Grant>>,
+        reply: oneshot::Receiver<Handoff>,
     ) -> Self {
         QueuedWait { shared, name, id, reply, settled: false }
     }
 
     /// Waits for the grant until `deadline`; then leaves the queue, answering who holds it.
-    pub(super) async fn wait_until(mut self, deadline: Instant) -> Result<Grant> {
+    pub(super) async fn wait_until(mut self, deadline: Instant) -> Handoff {
         let answer = timeout_at(deadline, &mut self.reply).await;
         self.settled = true;
         match answer {

@@ -3,7 +3,7 @@
 //! here, under the shard's mutex, through a [`SlotCx`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,19 +37,24 @@ pub(super) struct Holder {
     pub(super) lease: Option<LeaseId>,
 }
 
+/// What a queued request is answered with: its grant, and where the change that made it is in
+/// the journal (set once it is appended, before the shard's mutex is released), so that the
+/// request is answered only once that is on disk.
+pub(super) type Handoff = Result<(Grant, Arc<AtomicU64>)>;
+
 /// A queued request.
 pub(super) struct Waiter {
     id: u64,
     owner: String,
     pub(super) lifetime: Lifetime,
     value: Option<String>,
-    pub(super) reply: oneshot::Sender<Result<Grant>>,
+    pub(super) reply: oneshot::Sender<Handoff>,
 }
 
 /// What an acquire did at once.
 pub(super) enum Acquired {
     Granted(Grant),
-    Queued { name: Arc<str>, id: u64, reply: oneshot::Receiver<Result<Grant>> },
+    Queued { name: Arc<str>, id: u64, reply: oneshot::Receiver<Handoff> },
 }
 
 /// One slot under its shard's mutex, with what the operations on it need.
@@ -60,11 +65,21 @@ pub(super) struct SlotCx<'a> {
     now: Instant,
     /// Set by every change to the slot: its new state is journaled.
     pub(super) dirty: bool,
+    /// Where the slot's last change is in the journal (0: none waits for the disk).
+    pub(super) unsynced: u64,
+    /// Where this change will be in the journal, for the waiter it granted the lock to.
+    pub(super) handoff: Option<Arc<AtomicU64>>,
 }
 
 impl<'a> SlotCx<'a> {
-    pub(super) fn new(slot: &'a mut Slot, name: &'a Arc<str>, shared: &'a Shared, now: Instant) -> Self {
-        SlotCx { slot, name, shared, now, dirty: false }
+    pub(super) fn new(
+        slot: &'a mut Slot,
+        name: &'a Arc<str>,
+        shared: &'a Shared,
+        now: Instant,
+        unsynced: u64,
+    ) -> Self {
+        SlotCx { slot, name, shared, now, dirty: false, unsynced, handoff: None }
     }
 
     /// Expires a hold whose deadline has passed and drops a value whose retention has ended.
@@ -229,7 +244,8 @@ impl<'a> SlotCx<'a> {
             }
             let answer = self.grant(waiter.owner, waiter.lifetime, waiter.value);
             let granted = answer.is_ok();
-            if waiter.reply.send(answer).is_ok() && granted {
+            let handoff = self.handoff.get_or_insert_with(Arc::default).clone();
+            if waiter.reply.send(answer.map(|grant| (grant, handoff))).is_ok() && granted {
                 return;
             }
             if granted {
@@ -244,7 +260,7 @@ impl<'a> SlotCx<'a> {
     }
 
     /// A queued waiter's time ran out: leave the queue, unless the lock was granted meanwhile.
-    pub(super) fn give_up(&mut self, id: u64, reply: &mut oneshot::Receiver<Result<Grant>>) -> Result<Grant> {
+    pub(super) fn give_up(&mut self, id: u64, reply: &mut oneshot::Receiver<Handoff>) -> Handoff {
         if self.slot.remove_waiter(id) {
             return Err(self.locked());
         }
@@ -252,11 +268,11 @@ impl<'a> SlotCx<'a> {
     }
 
     /// A queued waiter went away: leave the queue, and give back a grant it never saw.
-    pub(super) fn cancel(&mut self, id: u64, reply: &mut oneshot::Receiver<Result<Grant>>) {
+    pub(super) fn cancel(&mut self, id: u64, reply: &mut oneshot::Receiver<Handoff>) {
         if self.slot.remove_waiter(id) {
             return;
         }
-        if let Ok(Ok(grant)) = reply.try_recv() {
+        if let Ok(Ok((grant, _))) = reply.try_recv() {
             if self.slot.holder.as_ref().is_some_and(|h| h.token == grant.token) {
                 self.end_hold(true);
             }

@@ -2,10 +2,11 @@
 //! slot under its shard's mutex, keeping the shard's deadlines and the journal in step.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -15,7 +16,7 @@ use super::leases::EndedLease;
 use super::slot::{Slot, SlotCx};
 use super::Shared;
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{EngineError, Lifetime, LockPage};
+use crate::engine::{EngineError, Lifetime, LockPage, Result};
 
 /// How many shards the lock table is split into.
 const SHARDS: usize = 64;
@@ -35,7 +36,14 @@ pub(super) struct ShardState {
     /// kept small.
     pub(super) slots: BTreeMap<Arc<str>, Box<Slot>>,
     pub(super) timers: Timers,
+    /// Where in the journal the last change of each slot that may not be on disk yet is. Others
+    /// wait for it before they act on or read that slot: a change is seen only once durable.
+    /// Kept beside the slots, not in them: few slots are in flight at once.
+    pub(super) unsynced: HashMap<Arc<str>, u64>,
 }
+
+/// How many in-flight positions a shard keeps before it forgets those already on disk.
+const UNSYNCED_KEPT: usize = 256;
 
 /// The empty shards of a new table.
 pub(super) fn shards() -> Box<[Shard]> {
@@ -44,16 +52,36 @@ pub(super) fn shards() -> Box<[Shard]> {
 
 impl Shared {
     pub(super) fn shard_of(&self, name: &str) -> &Shard {
+        &self.shards[self.shard_index(name)]
+    }
+
+    /// The index of the shard `name` lives in.
+    pub(super) fn shard_index(&self, name: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         name.hash(&mut hasher);
-        &self.shards[hasher.finish() as usize % self.shards.len()]
+        hasher.finish() as usize % self.shards.len()
+    }
+
+    /// Every shard's mutex, taken in order (the one order in which several are ever held).
+    pub(super) fn lock_all(&self) -> Vec<MutexGuard<'_, ShardState>> {
+        self.shards.iter().map(|shard| shard.state.lock().unwrap_or_else(PoisonError::into_inner)).collect()
+    }
+
+    /// How far the journal is on disk (everything, in memory storage).
+    pub(super) fn durable(&self) -> u64 {
+        self.journal.as_ref().map_or(u64::MAX, |journal| journal.durable())
     }
 
     /// Runs `f` on the slot of `name` (created if absent) under its shard's mutex, after
     /// settling anything already due; then journals the slot if `f` changed it, keeps the
     /// shard's timers in step with the slot, drops the slot once it holds nothing, and wakes the
-    /// expiry task if it must re-arm.
+    /// expiry task if it must re-arm. It does not wait for the disk: see [`Self::with_durable_slot`].
     pub(super) fn with_slot<R>(&self, name: &str, f: impl FnOnce(&mut SlotCx<'_>) -> R) -> R {
+        self.with_slot_at(name, f).0
+    }
+
+    /// [`Self::with_slot`], also saying where the change is in the journal (0: no change).
+    fn with_slot_at<R>(&self, name: &str, f: impl FnOnce(&mut SlotCx<'_>) -> R) -> (R, u64) {
         let shard = self.shard_of(name);
         let mut guard = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
@@ -68,15 +96,27 @@ impl Shared {
         let slot = state.slots.get_mut(name).expect("the slot was just found or inserted");
         let before = slot.deadline;
         let now = Instant::now();
-        let mut cx = SlotCx::new(slot, &key, self, now);
+        let unsynced = state.unsynced.get(name).copied().unwrap_or(0);
+        let mut cx = SlotCx::new(slot, &key, self, now, unsynced);
         cx.settle();
         let result = f(&mut cx);
+        let mut position = 0;
         if let (true, Some(journal)) = (cx.dirty, &self.journal) {
-            journal.append(&cx.slot.record(&key, now, wall_now_ms()));
+            position = journal.append(&cx.slot.record(&key, now, wall_now_ms()));
+            if let Some(handoff) = &cx.handoff {
+                handoff.store(position, Ordering::Release);
+            }
         }
         let after = cx.slot.deadline;
         let vacant = cx.slot.is_vacant();
         state.timers.update(&key, before, after);
+        if position > 0 {
+            if state.unsynced.len() >= UNSYNCED_KEPT {
+                let durable = self.durable();
+                state.unsynced.retain(|_, at| *at > durable);
+            }
+            state.unsynced.insert(key.clone(), position);
+        }
         if vacant {
             state.slots.remove(name);
         }
@@ -85,17 +125,63 @@ impl Shared {
         if rearm {
             shard.timer.notify_one();
         }
-        result
+        (result, position)
+    }
+
+    /// Runs `f` on the slot of `name` once no change to it is still on its way to the disk,
+    /// so that `f` sees and builds on durable state only. With `writes`, it refuses while the
+    /// store cannot write. Returns what `f` returned and where its change is in the journal
+    /// (0: no change).
+    pub(super) async fn with_durable_slot<R>(
+        &self,
+        name: &str,
+        writes: bool,
+        f: impl FnOnce(&mut SlotCx<'_>) -> Result<R>,
+    ) -> Result<(R, u64)> {
+        let Some(journal) = &self.journal else {
+            let (result, _) = self.with_slot_at(name, f);
+            return result.map(|result| (result, 0));
+        };
+        let mut f = Some(f);
+        loop {
+            journal.check_readable()?;
+            let (outcome, position) = self.with_slot_at(name, |cx| {
+                if cx.unsynced > journal.durable() {
+                    return Err(cx.unsynced);
+                }
+                if writes {
+                    if let Err(refused) = journal.check_writable() {
+                        return Ok(Err(refused));
+                    }
+                }
+                Ok((f.take().expect("runs once"))(cx))
+            });
+            match outcome {
+                Ok(result) => return result.map(|result| (result, position)),
+                Err(unsynced) => journal.wait_for(unsynced).await,
+            }
+        }
+    }
+
+    /// Resolves once the change at `position` is on disk; the storage error if it was lost.
+    pub(super) async fn written(&self, position: u64) -> Result<()> {
+        match &self.journal {
+            Some(journal) if position > 0 => journal.wait_written(position).await,
+            _ => Ok(()),
+        }
     }
 
     /// Releases what an ended lease held and refuses its queued waiters.
-    pub(super) fn end_lease(&self, ended: EndedLease) {
+    /// Returns where the last of these changes is in the journal.
+    pub(super) fn end_lease(&self, ended: EndedLease) -> u64 {
+        let mut last = 0;
         for name in &ended.locks {
-            self.with_slot(name, |cx| {
+            let ((), position) = self.with_slot_at(name, |cx| {
                 if cx.slot.holder.as_ref().is_some_and(|h| h.lease.as_ref() == Some(&ended.id)) {
                     cx.end_hold(true);
                 }
             });
+            last = last.max(position);
         }
         let lifetime = Lifetime::Lease(ended.id);
         for name in &ended.waiting {
@@ -108,25 +194,54 @@ impl Shared {
                 }
             });
         }
+        last
     }
 
-    /// One page of held locks whose names start with `prefix`, in name order, after `after`.
-    pub(super) fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> LockPage {
+    /// One page of held locks whose names start with `prefix`, in name order, after `after`,
+    /// once every change to them is on disk.
+    pub(super) async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
+        loop {
+            if let Some(journal) = &self.journal {
+                journal.check_readable()?;
+            }
+            match self.list_now(prefix, after, limit) {
+                Ok(page) => return Ok(page),
+                Err(unsynced) => {
+                    self.journal.as_ref().expect("only journaled changes wait").wait_for(unsynced).await
+                }
+            }
+        }
+    }
+
+    /// The page as it is now; the furthest journal position to wait for, if it shows a change
+    /// that is not on disk yet.
+    fn list_now(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage, u64> {
         let now = Instant::now();
+        let durable = self.durable();
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
         let mut locks = Vec::new();
+        let mut unsynced = 0;
         for shard in self.shards.iter() {
             let state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
             let held = state
                 .slots
                 .range::<str, _>((start, Bound::Unbounded))
                 .take_while(|(name, _)| name.starts_with(prefix))
-                .filter_map(|(name, slot)| slot.info(name, self, now))
+                .filter_map(|(name, slot)| {
+                    let at = state.unsynced.get(name).copied().unwrap_or(0);
+                    if at > durable {
+                        unsynced = unsynced.max(at);
+                    }
+                    slot.info(name, self, now)
+                })
                 .take(limit + 1);
             locks.extend(held);
+        }
+        if unsynced > 0 {
+            return Err(unsynced);
         }
         locks.sort_by(|a, b| a.resource.cmp(&b.resource));
         locks.truncate(limit + 1);
@@ -136,6 +251,6 @@ impl Shared {
         } else {
             None
         };
-        LockPage { locks, next }
+        Ok(LockPage { locks, next })
     }
 }

@@ -17,7 +17,10 @@ impl Journal {
     /// Rotates to a new log generation, writes a snapshot for it, and deletes what it makes
     /// redundant.
     pub(super) fn compact(&self) -> Result<(), StoreError> {
-        let Some(source) = self.source.get() else { return Ok(()) };
+        let Some(state) = self.state() else { return Ok(()) };
+        if self.failed.load(Ordering::Acquire) {
+            return Ok(()); // compacted once the store can write again
+        }
         let (current, changed) = &self.generation;
         let next = *current.lock().unwrap_or_else(PoisonError::into_inner) + 1;
         {
@@ -27,12 +30,12 @@ impl Journal {
         self.wake.notify_one();
         {
             let mut generation = current.lock().unwrap_or_else(PoisonError::into_inner);
-            while *generation < next && self.failure.get().is_none() {
+            while *generation < next && !self.failed.load(Ordering::Acquire) {
                 generation = changed.wait(generation).unwrap_or_else(PoisonError::into_inner);
             }
         }
-        if let Some(failure) = self.failure.get() {
-            return Err(failure.clone());
+        if *generation_now(current) < next {
+            return Ok(()); // a write failed before the switch: the store says so itself
         }
         // Everything appended before the switch is in memory now, so the snapshot holds it.
         let temporary = self.dir.join(format!("snapshot-{next:020}.tmp"));
@@ -55,7 +58,7 @@ impl Journal {
                 failed = out.write_all(&buffer).err();
             }
         };
-        source(&mut write);
+        state.snapshot(&mut write);
         // Read after the records: it covers every token they hold.
         write(&Record::Reserve { ceiling: self.reserved.load(Ordering::Acquire) });
         let trailer = encode_trailer(count, crc.finalize());
@@ -71,7 +74,7 @@ impl Journal {
         let appended = self.pending().appended;
         if !self.wait_durable(appended) {
             let _ = fs::remove_file(&temporary);
-            return Err(self.failure.get().cloned().expect("not durable only after a failure"));
+            return Ok(()); // a write failed meanwhile: the snapshot may hold a lost change
         }
         let snapshot = self.dir.join(format!("snapshot-{next:020}.db"));
         fs::rename(&temporary, &snapshot)
@@ -84,4 +87,9 @@ impl Journal {
         }
         sync_dir(&self.dir)
     }
+}
+
+/// The generation the writer appends to now.
+fn generation_now(current: &std::sync::Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+    current.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::recovery::recover;
 use super::tests::{hold, temp_dir};
-use super::{Journal, Record, StoreError};
+use super::{DurableState, Journal, Record, StoreError};
 
 /// Holds acknowledged before and after the compaction.
 const BEFORE: u64 = 30;
@@ -59,8 +59,9 @@ async fn write_through_the_journal(dir: &Path) -> Vec<(String, u64)> {
         }
     }
     journal.sync().await.unwrap();
-    let state: Arc<Vec<Record>> = Arc::new(acked.iter().map(|(name, token)| hold(name, *token)).collect());
-    journal.start_compaction(Box::new(move |emit| state.iter().for_each(&mut *emit)));
+    let state: Arc<dyn DurableState> =
+        Arc::new(Fixed(acked.iter().map(|(name, token)| hold(name, *token)).collect()));
+    journal.attach(Arc::downgrade(&state));
     while !compacted(dir) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
@@ -73,6 +74,17 @@ async fn write_through_the_journal(dir: &Path) -> Vec<(String, u64)> {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     acked
+}
+
+/// A state that never changes, for snapshots.
+struct Fixed(Vec<Record>);
+
+impl DurableState for Fixed {
+    fn snapshot(&self, emit: &mut dyn FnMut(&Record)) {
+        self.0.iter().for_each(emit);
+    }
+
+    fn reset(&self, _: super::Recovered, _: &StoreError) {}
 }
 
 /// Whether the compaction is done: its snapshot is in place and the first log gone.

@@ -28,6 +28,7 @@ pub(super) fn max_ahead(compact_after: u64) -> u64 {
 pub(super) struct LogFile {
     file: File,
     path: PathBuf,
+    generation: u64,
     /// The frame being written, kept to reuse its buffer.
     frame: Vec<u8>,
     /// Where the next record goes.
@@ -64,7 +65,32 @@ impl LogFile {
         std::fs::rename(&temporary, &path).map_err(StoreError::io(&path, "rename the new log into place"))?;
         sync_dir(dir)?;
         let end = header.len() as u64;
-        Ok(LogFile { file, path, frame: Vec::new(), end, zeroed: end, max_ahead })
+        Ok(LogFile { file, path, generation, frame: Vec::new(), end, zeroed: end, max_ahead })
+    }
+
+    /// The log's generation.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Where the next frame goes: the end of what is on disk.
+    pub(super) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// After a failed write: zeros over whatever it left after the last synced frame, and as
+    /// far ahead as the next commit needs, synced: the log ends where it did before the
+    /// failure, and the disk has shown it takes writes again.
+    pub(super) fn reset_to_durable(&mut self) -> Result<(), StoreError> {
+        let ahead = (self.end + self.end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD);
+        let zeroed = self.zeroed.max(ahead);
+        let zeros = vec![0; (zeroed - self.end) as usize];
+        self.file
+            .write_all_at(&zeros, self.end)
+            .and_then(|()| self.file.sync_data())
+            .map_err(StoreError::io(&self.path, "clear a failed write from the log"))?;
+        self.zeroed = zeroed;
+        Ok(())
     }
 
     /// Writes `records` (encoded, back to back) as one frame after the last one, and waits

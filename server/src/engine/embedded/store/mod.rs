@@ -23,6 +23,7 @@ mod compaction;
 mod damage_tests;
 mod disk_wait;
 mod error;
+mod failure;
 mod format;
 mod log_file;
 mod records;
@@ -33,11 +34,11 @@ pub use error::StoreError;
 pub use records::Record;
 pub use recovery::Recovered;
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::Waker;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use crate::engine::Result;
 use disk_wait::DiskWaiters;
@@ -47,8 +48,14 @@ use writer::OnDisk;
 /// Tokens are reserved in blocks this large: the next start issues tokens above the block.
 const TOKEN_BLOCK: u64 = 1 << 20;
 
-/// Emits the whole current state as records, for a snapshot.
-pub type SnapshotSource = Box<dyn Fn(&mut dyn FnMut(&Record)) + Send + Sync>;
+/// What the journal needs of the state it keeps durable (the lock table).
+pub trait DurableState: Send + Sync {
+    /// Emits the whole state as records, for a snapshot.
+    fn snapshot(&self, emit: &mut dyn FnMut(&Record));
+    /// After a failed write: waits until no change is in progress, then replaces the whole
+    /// state with `recovered`, what is on disk. Parked requests are answered with `failure`.
+    fn reset(&self, recovered: Recovered, failure: &StoreError);
+}
 
 /// The write-ahead log of one data dir.
 pub struct Journal {
@@ -59,14 +66,19 @@ pub struct Journal {
     /// Tokens up to this are reserved durably (or will be, before any is answered). Read
     /// without the pending mutex on every grant; raised only under it.
     reserved: AtomicU64,
-    /// Set when a write or sync failed: the store can no longer promise anything.
-    failure: OnceLock<StoreError>,
+    /// How far the log is on disk: `Pending::durable`, readable without the mutex.
+    durable: AtomicU64,
+    /// Set while the store cannot write (see `failure.rs`): changes are refused.
+    failed: AtomicBool,
+    /// Why, while `failed`; set when even the state on disk cannot be read back, for good.
+    failure: Mutex<Option<(StoreError, bool)>>,
     /// The generation the writer appends to, and its waiters (compaction).
     generation: (Mutex<u64>, Condvar),
     compact: Mutex<mpsc::Sender<()>>,
     /// A log is compacted once it has grown by this many bytes.
     compact_after: u64,
-    source: OnceLock<SnapshotSource>,
+    /// The state kept durable, for snapshots and for resets after a failed write.
+    state: OnceLock<Weak<dyn DurableState>>,
     /// Held for the life of the journal: the dir's exclusive lock.
     _lock: File,
 }
@@ -87,6 +99,9 @@ struct Pending {
     waiters: DiskWaiters,
     /// Set while the writer sleeps: only then does an append need to wake it.
     writer_idle: bool,
+    /// Positions appended but lost to a failed write: `(durable, appended]` at each failure,
+    /// the most recent last. A request waiting for one of them is told its change failed.
+    lost: VecDeque<(u64, u64)>,
 }
 
 impl Journal {
@@ -120,14 +135,17 @@ impl Journal {
                 durable: 0,
                 waiters: DiskWaiters::default(),
                 writer_idle: false,
+                lost: VecDeque::new(),
             }),
             wake: Condvar::new(),
             reserved: AtomicU64::new(recovered.max_token),
-            failure: OnceLock::new(),
+            durable: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
             generation: (Mutex::new(generation), Condvar::new()),
             compact: Mutex::new(compact_tx),
             compact_after,
-            source: OnceLock::new(),
+            state: OnceLock::new(),
             _lock: lock,
         });
         let writer = journal.clone();
@@ -154,28 +172,38 @@ impl Journal {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers where snapshots come from, and compacts once (a fresh snapshot at start-up).
-    pub fn start_compaction(&self, source: SnapshotSource) {
-        let _ = self.source.set(source);
+    /// Registers the state kept durable, and compacts once (a fresh snapshot at start-up).
+    pub fn attach(&self, state: Weak<dyn DurableState>) {
+        let _ = self.state.set(state);
         self.request_compaction();
+    }
+
+    fn state(&self) -> Option<Arc<dyn DurableState>> {
+        self.state.get().and_then(Weak::upgrade)
     }
 
     fn request_compaction(&self) {
         let _ = self.compact.lock().unwrap_or_else(PoisonError::into_inner).send(());
     }
 
-    /// Appends a record; it is on disk once a later [`sync`](Self::sync) returns.
-    pub fn append(&self, record: &Record) {
+    /// Appends a record; it is on disk once the log is durable up to the position returned
+    /// ([`wait_for`](Self::wait_for), [`sync`](Self::sync)). While the store cannot write, the
+    /// record is dropped at once and its position counted lost.
+    pub fn append(&self, record: &Record) -> u64 {
         let mut encoded = Vec::with_capacity(64);
         record.encode_into(&mut encoded);
         let mut pending = self.pending();
+        if self.failed.load(Ordering::Acquire) {
+            return self.lose(&mut pending, encoded.len() as u64);
+        }
         pending.appended += encoded.len() as u64;
         pending.bytes.extend_from_slice(&encoded);
-        let idle = pending.writer_idle;
+        let (position, idle) = (pending.appended, pending.writer_idle);
         drop(pending);
         if idle {
             self.wake.notify_one();
         }
+        position
     }
 
     /// Called with every new fencing token before it can be answered: keeps a durable
@@ -185,7 +213,9 @@ impl Journal {
             return; // the common case: well inside the current reservation
         }
         let mut pending = self.pending();
-        if token + TOKEN_BLOCK / 2 > self.reserved.load(Ordering::Acquire) {
+        if token + TOKEN_BLOCK / 2 > self.reserved.load(Ordering::Acquire)
+            && !self.failed.load(Ordering::Acquire)
+        {
             let ceiling = token + TOKEN_BLOCK;
             let mut encoded = Vec::new();
             Record::Reserve { ceiling }.encode_into(&mut encoded);
@@ -197,23 +227,43 @@ impl Journal {
         }
     }
 
-    /// Resolves once everything appended so far is on disk.
+    /// How far the log is on disk, as a position of [`append`](Self::append).
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Resolves once everything appended so far is on disk; the storage error if it could not
+    /// be written.
+    #[cfg(test)]
     pub async fn sync(&self) -> Result<()> {
-        OnDisk::new(self).await;
-        match self.failure.get() {
-            Some(failure) => Err(failure.clone().into()),
-            None => Ok(()),
+        match OnDisk::new(self, None).await {
+            true => Ok(()),
+            false => Err(self.refusal()),
         }
     }
 
-    /// Blocks this (non-async) thread until the log is on disk up to `position`; false if the
-    /// journal failed first.
+    /// Resolves once the change at `position` is on disk; the storage error if a failed write
+    /// lost it.
+    pub async fn wait_written(&self, position: u64) -> Result<()> {
+        match OnDisk::new(self, Some(position)).await {
+            true => Ok(()),
+            false => Err(self.refusal()),
+        }
+    }
+
+    /// Resolves once the log is on disk up to `position`, or a failed write passed it.
+    pub async fn wait_for(&self, position: u64) {
+        OnDisk::new(self, Some(position)).await;
+    }
+
+    /// Blocks this (non-async) thread until the log is on disk up to `position`; false if a
+    /// write failed first.
     fn wait_durable(&self, position: u64) -> bool {
         loop {
-            if self.failure.get().is_some() {
+            if self.failed.load(Ordering::Acquire) {
                 return false;
             }
-            if self.pending().durable >= position {
+            if self.durable() >= position {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -225,23 +275,6 @@ impl Journal {
     pub fn close(&self) {
         self.pending().closed = true;
         self.wake.notify_one();
-    }
-
-    /// The writer failed: refuse every change from now on, and wake everyone waiting.
-    fn fail(&self, failure: StoreError) {
-        tracing::error!(%failure, "the journal cannot write; state changes are refused from now on");
-        let _ = self.failure.set(failure);
-        let waiting = {
-            let mut pending = self.pending();
-            pending.durable = u64::MAX;
-            pending.waiters.take_all()
-        };
-        // Every waiter must see the failure, and so must a compaction waiting for the writer to
-        // switch logs.
-        waiting.into_iter().for_each(Waker::wake);
-        let (current, changed) = &self.generation;
-        drop(current.lock().unwrap_or_else(PoisonError::into_inner));
-        changed.notify_all();
     }
 }
 

@@ -88,6 +88,17 @@ pub(super) fn list_files(dir: &Path) -> Result<Vec<(StoreFile, u64, PathBuf)>, S
 /// newest generation seen. Refuses a dir that a crash cannot explain: a damaged or cut file, a
 /// missing snapshot or log, a log shorter than what it held.
 pub(super) fn recover(dir: &Path) -> Result<(Recovered, u64), StoreError> {
+    recover_files(dir, None)
+}
+
+/// What is on disk while the journal runs, after a failed write: as [`recover`], with the log
+/// of `generation` read only up to `end` (what it last synced), and unfinished files left to
+/// whoever is writing them.
+pub(super) fn recover_until(dir: &Path, generation: u64, end: u64) -> Result<Recovered, StoreError> {
+    recover_files(dir, Some((generation, end))).map(|(recovered, _)| recovered)
+}
+
+fn recover_files(dir: &Path, live: Option<(u64, u64)>) -> Result<(Recovered, u64), StoreError> {
     let files = list_files(dir)?;
     let mut recovered = Recovered::default();
     let newest = files.iter().map(|(_, generation, _)| *generation).max().unwrap_or(0);
@@ -97,8 +108,11 @@ pub(super) fn recover(dir: &Path) -> Result<(Recovered, u64), StoreError> {
         .map(|(_, generation, _)| *generation)
         .max()
         .unwrap_or(0);
-    let logs: Vec<&(StoreFile, u64, PathBuf)> =
-        files.iter().filter(|(kind, generation, _)| *kind == StoreFile::Log && *generation >= base).collect();
+    let logs: Vec<&(StoreFile, u64, PathBuf)> = files
+        .iter()
+        .filter(|(kind, generation, _)| *kind == StoreFile::Log && *generation >= base)
+        .filter(|(_, generation, _)| live.is_none_or(|(current, _)| *generation <= current))
+        .collect();
     // The logs from the snapshot on must all be there: the first is the snapshot's own
     // generation (or 1, from an empty start), and none is missing after it.
     for (expected, (_, generation, path)) in (base.max(1)..).zip(&logs) {
@@ -115,14 +129,18 @@ pub(super) fn recover(dir: &Path) -> Result<(Recovered, u64), StoreError> {
     }
     for (kind, generation, path) in &files {
         match kind {
-            StoreFile::Temporary => {
+            StoreFile::Temporary if live.is_none() => {
                 // An unfinished snapshot or log: never renamed into place, so never relied on.
                 fs::remove_file(path).map_err(StoreError::io(path, "remove an unfinished file"))?;
             }
             StoreFile::Snapshot if *generation == base => replay_snapshot(path, *generation, &mut recovered)?,
-            StoreFile::Log if *generation >= base => {
-                replay_log(path, *generation, *generation == newest, &mut recovered)?
-            }
+            StoreFile::Log if *generation >= base => match live {
+                Some((current, end)) if *generation == current => {
+                    replay_log_until(path, *generation, end as usize, &mut recovered)?
+                }
+                Some((current, _)) if *generation > current => {}
+                _ => replay_log(path, *generation, *generation == newest, &mut recovered)?,
+            },
             _ => {}
         }
     }
@@ -174,6 +192,34 @@ fn replay_snapshot(path: &Path, generation: u64, recovered: &mut Recovered) -> R
         return Err(damaged(format!("holds {seen} records, its trailer says {count}")));
     }
     recovered.max_token = recovered.max_token.max(header.reserved);
+    Ok(())
+}
+
+/// Applies the frames of the log being written, up to `end`, what it last synced.
+fn replay_log_until(
+    path: &Path,
+    generation: u64,
+    end: usize,
+    recovered: &mut Recovered,
+) -> Result<(), StoreError> {
+    let (bytes, header) = read_file(path, FileKind::Log, generation)?;
+    let Header::Current(header) = header else { return replay_legacy(path, &bytes, true, recovered) };
+    recovered.max_token = recovered.max_token.max(header.reserved);
+    let mut at = HEADER_LEN;
+    while at < end.min(bytes.len()) {
+        match read_frame(&bytes[at..end.min(bytes.len())]) {
+            Frame::Whole(records, len) => {
+                records.into_iter().for_each(|record| recovered.apply(record));
+                at += len;
+            }
+            Frame::Bad { .. } => {
+                return Err(StoreError::Damaged {
+                    path: path.to_path_buf(),
+                    problem: format!("corrupt frame at byte {at}, before what was last synced"),
+                })
+            }
+        }
+    }
     Ok(())
 }
 

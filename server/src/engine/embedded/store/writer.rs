@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -21,6 +22,7 @@ impl Journal {
         let heads = {
             let mut pending = self.pending();
             pending.durable = end;
+            self.durable.store(end, Ordering::Release);
             pending.waiters.heads(end)
         };
         heads.into_iter().for_each(Waker::wake);
@@ -47,27 +49,31 @@ impl Journal {
             let start = flushed;
             let end = start + bytes.len() as u64;
             let mut rest = &bytes[..];
+            let mut written = Ok(());
             if let Some((split, next)) = rotate {
                 let (before, after) = rest.split_at((split.saturating_sub(start) as usize).min(rest.len()));
-                let reserved = self.reserved.load(std::sync::atomic::Ordering::Acquire);
-                let switched = log
+                let reserved = self.reserved.load(Ordering::Acquire);
+                written = log
                     .write_synced(before)
-                    .and_then(|()| LogFile::create(&self.dir, next, reserved, log.max_ahead));
-                match switched {
-                    Ok(new_log) => {
+                    .and_then(|()| LogFile::create(&self.dir, next, reserved, log.max_ahead))
+                    .map(|new_log| {
                         log = new_log;
                         log_bytes = 0;
                         compaction_requested = false;
                         let (current, changed) = &self.generation;
                         *current.lock().unwrap_or_else(PoisonError::into_inner) = next;
                         changed.notify_all();
-                    }
-                    Err(error) => return self.fail(error),
-                }
+                    });
                 rest = after;
             }
-            if let Err(error) = log.write_synced(rest) {
-                return self.fail(error);
+            if let Err(error) = written.and_then(|()| log.write_synced(rest)) {
+                match self.fail_and_recover(error, &mut log) {
+                    Some(position) => {
+                        flushed = position;
+                        continue;
+                    }
+                    None => return,
+                }
             }
             log_bytes += rest.len() as u64;
             flushed = end;
@@ -80,7 +86,8 @@ impl Journal {
     }
 }
 
-/// Waits until the log is on disk up to the position appended when first polled.
+/// Waits until the log is on disk up to a position (by default, the one appended when first
+/// polled); resolves to whether the change there was written (false: a failed write lost it).
 pub(super) struct OnDisk<'a> {
     journal: &'a Journal,
     target: Option<u64>,
@@ -88,25 +95,26 @@ pub(super) struct OnDisk<'a> {
 }
 
 impl<'a> OnDisk<'a> {
-    pub(super) fn new(journal: &'a Journal) -> Self {
-        OnDisk { journal, target: None, ticket: None }
+    pub(super) fn new(journal: &'a Journal, target: Option<u64>) -> Self {
+        OnDisk { journal, target, ticket: None }
     }
 }
 
 impl Future for OnDisk<'_> {
-    type Output = ();
+    type Output = bool;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
         let this = &mut *self;
         let mut pending = this.journal.pending();
         let target = *this.target.get_or_insert(pending.appended);
         let durable = pending.durable;
         if durable >= target {
+            let written = !Journal::is_lost(&pending, target);
             // Woken by the writer or by a waiter of this thread: wake the others it covered.
             if let Some(ticket) = this.ticket.take() {
                 wake_covered(pending, ticket);
             }
-            return Poll::Ready(());
+            return Poll::Ready(written);
         }
         match this.ticket {
             Some(ticket) => pending.waiters.refresh(ticket, cx.waker()),
