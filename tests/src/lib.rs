@@ -200,6 +200,16 @@ impl TestServer {
         Api::new(&self.base, &self.secret)
     }
 
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Kills the process with SIGKILL (a crash) and waits for it.
     pub fn kill(mut self) {
         let _ = self.child.kill();

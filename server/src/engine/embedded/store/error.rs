@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[non_exhaustive]
 pub enum StoreError {
     /// A file or directory of the data dir could not be created, read, written or synced.
-    #[error("{}: cannot {action}: {source}; check the disk (space, permissions) and restart", path.display())]
+    #[error("{}: cannot {action}: {source}; check the disk (space, permissions)", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,

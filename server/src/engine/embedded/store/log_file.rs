@@ -37,6 +37,8 @@ pub(super) struct LogFile {
     zeroed: u64,
     /// The most an extension zero-fills ahead of the end.
     pub(super) max_ahead: u64,
+    /// How far the last extension that failed meant to zero-fill: a retry proves that much room.
+    wanted: u64,
 }
 
 impl LogFile {
@@ -65,7 +67,7 @@ impl LogFile {
         std::fs::rename(&temporary, &path).map_err(StoreError::io(&path, "rename the new log into place"))?;
         sync_dir(dir)?;
         let end = header.len() as u64;
-        Ok(LogFile { file, path, generation, frame: Vec::new(), end, zeroed: end, max_ahead })
+        Ok(LogFile { file, path, generation, frame: Vec::new(), end, zeroed: end, max_ahead, wanted: 0 })
     }
 
     /// The log's generation.
@@ -83,13 +85,14 @@ impl LogFile {
     /// failure, and the disk has shown it takes writes again.
     pub(super) fn reset_to_durable(&mut self) -> Result<(), StoreError> {
         let ahead = (self.end + self.end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD);
-        let zeroed = self.zeroed.max(ahead);
+        let zeroed = self.zeroed.max(ahead).max(self.wanted);
         let zeros = vec![0; (zeroed - self.end) as usize];
         self.file
             .write_all_at(&zeros, self.end)
             .and_then(|()| self.file.sync_data())
             .map_err(StoreError::io(&self.path, "clear a failed write from the log"))?;
         self.zeroed = zeroed;
+        self.wanted = 0;
         Ok(())
     }
 
@@ -115,11 +118,13 @@ impl LogFile {
             // bounds): a log that stays small writes little; a busy one extends rarely.
             let zeroed = (end + end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD);
             let zeros = vec![0; (zeroed - self.zeroed) as usize];
+            self.wanted = zeroed;
             self.file
                 .write_all_at(&zeros, self.zeroed)
                 .and_then(|()| self.file.sync_data())
                 .map_err(StoreError::io(&self.path, "zero-fill the log"))?;
             self.zeroed = zeroed;
+            self.wanted = 0;
         }
         self.file.write_all_at(frame, self.end).map_err(StoreError::io(&self.path, "write the log"))?;
         self.file.sync_data().map_err(StoreError::io(&self.path, "sync the log"))?;
