@@ -104,7 +104,9 @@ impl Error {
             Some(ErrorCode::NoSuchLease) => Error::NoSuchLease,
             Some(ErrorCode::Unauthorized) => Error::Unauthorized,
             Some(ErrorCode::BadRequest | ErrorCode::TooLarge) => Error::BadRequest(message),
-            Some(ErrorCode::Unavailable) => Error::Unavailable(message),
+            Some(ErrorCode::Unavailable | ErrorCode::TooMany | ErrorCode::RequestTimeout) => {
+                Error::Unavailable(message)
+            }
             _ => Error::Server { status, message },
         }
     }

@@ -141,6 +141,7 @@ impl Transport {
             prefix: Some(prefix.to_string()),
             limit: Some(limit),
             after: after.map(str::to_string),
+            values: None,
         };
         let path = format!("/locks?{}", query_string(&query));
         self.call::<LockPageReply>(Call::idempotent(Method::GET, &path, None::<()>)).await.map(LockPage::from)

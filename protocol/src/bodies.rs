@@ -75,6 +75,9 @@ pub struct ListQuery {
     /// Names strictly after this one (the `next` of the previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// `false` leaves the values out (`null`), for pages of many locks with large values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<bool>,
 }
 
 /// `POST /leases`.

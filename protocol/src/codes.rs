@@ -19,6 +19,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The request body is too large (413).
     TooLarge,
+    /// The request body did not arrive in time (408; the connection is closed).
+    RequestTimeout,
     /// The secret is missing or wrong (401).
     Unauthorized,
     /// No such route (404).
@@ -27,21 +29,25 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The server cannot serve the request now (503).
     Unavailable,
+    /// A configured cap is reached: held locks, queued waiters (503).
+    TooMany,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::Locked,
         ErrorCode::NotHeld,
         ErrorCode::NotOwner,
         ErrorCode::NoSuchLease,
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unavailable,
+        ErrorCode::TooMany,
     ];
 
     /// The string sent as `"error"`.
@@ -53,10 +59,12 @@ impl ErrorCode {
             ErrorCode::NoSuchLease => "no_such_lease",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::TooMany => "too_many",
         }
     }
 
@@ -67,9 +75,10 @@ impl ErrorCode {
             ErrorCode::NotHeld | ErrorCode::NoSuchLease | ErrorCode::NotFound => 404,
             ErrorCode::BadRequest => 400,
             ErrorCode::TooLarge => 413,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::Unauthorized => 401,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::TooMany => 503,
         }
     }
 

@@ -15,3 +15,9 @@ pub const MAX_LEASE_ID_LEN: usize = 64;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// The largest page size of a listing.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// The shortest `expire`, `ttl` or non-zero `wait`, in milliseconds: anything shorter would be
+/// over before it was answered.
+pub const MIN_DURATION_MS: u64 = 1;
+/// The most bytes of values one page of a listing carries; a page ends early (with `next`) once
+/// it holds this much, and always holds at least one lock.
+pub const MAX_LIST_BYTES: usize = 1 << 20;

@@ -95,6 +95,20 @@ pub struct Config {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "LOCKSERVER_WORKERS")]
     pub workers: Option<usize>,
+
+    /// How long a request's head and body may take to arrive (then 408, connection closed).
+    #[arg(long, env = "LOCKSERVER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// The most locks held (or keeping a value) at once; beyond, acquires answer 503
+    /// `too_many` (default: one per 4 KiB of the machine's memory).
+    #[arg(long, env = "LOCKSERVER_MAX_LOCKS")]
+    pub max_locks: Option<usize>,
+
+    /// The most requests queued for locks at once; beyond, they answer 503 `too_many`
+    /// (default: half the file descriptors, whose limit the server raises to the maximum).
+    #[arg(long, env = "LOCKSERVER_MAX_WAITERS")]
+    pub max_waiters: Option<usize>,
 }
 
 /// Which backend keeps the locks.

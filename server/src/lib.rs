@@ -6,6 +6,7 @@
 //!   nothing of how locks are stored. The wire format is the `lockserver-protocol` crate.
 //! - [`config`]: flags, environment and `.env`.
 //! - [`error`]: why the server could not start.
+//! - [`resources`]: the file-descriptor limit and the caps derived from it and from memory.
 //!
 //! [`run`] serves until the shutdown future it is given resolves; `main.rs` passes one that
 //! resolves on SIGINT or SIGTERM, a test may pass any other.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod resources;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,9 +24,10 @@ use std::sync::Arc;
 use tracing::info;
 
 use config::{Backend, Config, Storage};
-use engine::{EmbeddedBackend, EtcdBackend, LockBackend};
+use engine::{Capacity, EmbeddedBackend, EtcdBackend, LockBackend};
 use error::StartError;
 use http::{HttpSettings, Limits, Secrets};
+use resources::Resources;
 
 /// Starts the server described by `config` and serves until `shutdown` resolves; then answers
 /// queued waiters, finishes the requests in flight and returns.
@@ -37,20 +40,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
             Secrets::new([secret.as_str()]).expect("a generated secret is not empty")
         }
     };
+    let resources = Resources::raise();
+    let workers =
+        config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let capacity = Capacity {
+        max_locks: config.max_locks.unwrap_or_else(|| resources.default_max_locks()),
+        max_waiters: config.max_waiters.unwrap_or_else(|| resources.default_max_waiters()),
+    };
     let settings = HttpSettings {
         addr: SocketAddr::new(config.bind, config.port),
-        workers: config.workers,
+        workers,
         limits: Limits { max_wait: config.max_wait, max_expire: config.max_expire },
+        request_timeout: config.request_timeout,
+        connections_per_worker: resources.connections_per_worker(workers),
     };
     let started = std::time::Instant::now();
     let backend: Arc<dyn LockBackend> = match (config.backend, config.storage) {
-        (Backend::Etcd, _) => Arc::new(EtcdBackend::connect(config.etcd_options()?).await?),
-        (Backend::Embedded, Storage::Durable) => Arc::new(EmbeddedBackend::durable(
-            &config.data_dir,
-            config.value_retention,
-            config.compact_after,
-        )?),
-        (Backend::Embedded, Storage::Memory) => Arc::new(EmbeddedBackend::in_memory(config.value_retention)),
+        (Backend::Etcd, _) => {
+            let backend = EtcdBackend::connect(config.etcd_options()?).await?;
+            backend.limit(capacity);
+            Arc::new(backend)
+        }
+        (Backend::Embedded, storage) => {
+            let backend = match storage {
+                Storage::Durable => {
+                    EmbeddedBackend::durable(&config.data_dir, config.value_retention, config.compact_after)?
+                }
+                Storage::Memory => EmbeddedBackend::in_memory(config.value_retention),
+            };
+            backend.limit(capacity);
+            Arc::new(backend)
+        }
     };
     let server = http::bind(&settings, backend.clone(), secrets.clone())
         .map_err(|source| StartError::Listen { addr: settings.addr, source })?;
@@ -64,6 +84,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         max_wait = ?config.max_wait,
         max_expire = ?config.max_expire,
         value_retention = ?config.value_retention,
+        max_locks = capacity.max_locks,
+        max_waiters = capacity.max_waiters,
+        open_files = resources.files,
         secrets = secrets.len(),
         "lockserver started"
     );

@@ -33,6 +33,9 @@ pub enum EngineError {
     /// The server is shutting down: nothing new is queued, queued waiters are answered.
     #[error("the server is shutting down; retry on another server or later")]
     ShuttingDown,
+    /// A cap is reached (held locks, queued waiters); the text says which.
+    #[error("{0}")]
+    TooMany(String),
     /// The backend cannot be reached or refused the request (etcd down, no leader, ...).
     #[error("{0}")]
     Unavailable(String),

@@ -8,13 +8,16 @@
 //! - `embedded/`: the lock table in this process, in memory or durable (`embedded/store/`);
 //! - `etcd/`: gateways in front of an etcd cluster;
 //! - `error.rs`: [`EngineError`], the one error type of the engine;
-//! - `clock.rs`: the wall clock, for deadlines that outlive the process.
+//! - `clock.rs`: the wall clock, for deadlines that outlive the process;
+//! - `capacity.rs`: caps on locks and waiters.
 
+mod capacity;
 mod clock;
 mod embedded;
 mod error;
 pub mod etcd;
 
+pub use capacity::Capacity;
 pub use embedded::{EmbeddedBackend, StoreError};
 pub use error::{EngineError, Result};
 pub use etcd::{EtcdBackend, EtcdOptions, EtcdSetupError};
@@ -138,6 +141,44 @@ pub struct LockInfo {
     pub lease: Option<LeaseId>,
 }
 
+/// A request for one page of held locks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListRequest {
+    /// Only names starting with this.
+    pub prefix: String,
+    /// Only names after this one.
+    pub after: Option<String>,
+    /// At most this many locks.
+    pub limit: usize,
+    /// Whether the page carries the locks' values.
+    pub values: bool,
+    /// The page ends early once its values hold this many bytes (at least one lock is listed).
+    pub max_bytes: usize,
+}
+
+impl ListRequest {
+    /// Cuts `locks` (in name order, up to `limit + 1` of them) to the page this request asks
+    /// for, leaving values out if asked; `next` names the last lock listed when more follow.
+    pub fn page(&self, mut locks: Vec<LockInfo>) -> LockPage {
+        let mut bytes = 0;
+        let mut keep = 0;
+        for lock in locks.iter_mut().take(self.limit) {
+            if !self.values {
+                lock.value = None;
+            }
+            bytes += lock.value.as_ref().map_or(0, String::len);
+            if keep > 0 && bytes > self.max_bytes {
+                break;
+            }
+            keep += 1;
+        }
+        let more = locks.len() > keep;
+        locks.truncate(keep);
+        let next = if more { locks.last().map(|lock| lock.resource.clone()) } else { None };
+        LockPage { locks, next }
+    }
+}
+
 /// One page of held locks in name order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockPage {
@@ -186,8 +227,8 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn refresh(&self, request: RefreshRequest) -> Result<Refreshed>;
     /// Describes a held lock; `NotHeld` when nobody holds it.
     async fn inspect(&self, resource: &str) -> Result<LockInfo>;
-    /// Lists held locks whose names start with `prefix`, in name order, after `after`.
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage>;
+    /// Lists held locks whose names start with the request's prefix, in name order.
+    async fn list(&self, request: ListRequest) -> Result<LockPage>;
     /// Grants a lease with this time to live.
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo>;
     /// Restores a lease's full time to live; returns it.

@@ -24,6 +24,12 @@ pub enum ApiError {
         /// The largest body accepted, in bytes.
         limit: usize,
     },
+    /// The request body did not arrive in time; the connection is closed.
+    #[error("the request body did not arrive within {}s; send it whole, or check the network", after.as_secs_f64())]
+    RequestTimeout {
+        /// How long it was waited for.
+        after: std::time::Duration,
+    },
     /// The secret header is missing or wrong.
     #[error("missing or wrong X-LOCKSERVER-SECRET header")]
     Unauthorized,
@@ -55,9 +61,11 @@ impl ApiError {
                 EngineError::ShuttingDown | EngineError::Unavailable(_) | EngineError::Storage(_) => {
                     ErrorCode::Unavailable
                 }
+                EngineError::TooMany(_) => ErrorCode::TooMany,
             },
             ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
+            ApiError::RequestTimeout { .. } => ErrorCode::RequestTimeout,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -80,7 +88,11 @@ impl ResponseError for ApiError {
             body.owner = Some(owner.clone());
             body.expires_in_ms = Some(expires_in.map(millis));
         }
-        HttpResponse::build(self.status_code()).json(body)
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::RequestTimeout { .. } = self {
+            response.force_close();
+        }
+        response.json(body)
     }
 }
 

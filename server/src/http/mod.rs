@@ -5,11 +5,13 @@
 //! - `validate.rs`: the protocol's request bodies checked into engine requests;
 //! - `replies.rs`: engine answers as the protocol's reply bodies;
 //! - `error.rs`: [`ApiError`] and its one mapping to a status and a JSON body;
-//! - `auth.rs`: the secret header.
+//! - `auth.rs`: the secret header;
+//! - `body.rs`: the request body, read in time.
 //!
 //! The wire format itself (bodies, codes, header, limits) is the `lockserver-protocol` crate.
 
 mod auth;
+mod body;
 mod error;
 mod replies;
 mod routes;
@@ -23,6 +25,7 @@ pub use validate::Limits;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -30,6 +33,7 @@ use actix_web::web::Data;
 use actix_web::{App, HttpServer};
 
 use crate::engine::LockBackend;
+use body::BodyTimeout;
 
 /// What the handlers share: the backend and the request limits. No lock state of its own.
 #[derive(Clone)]
@@ -42,10 +46,14 @@ pub struct AppState {
 pub struct HttpSettings {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// Worker threads; `None` for one per core.
-    pub workers: Option<usize>,
+    /// Worker threads.
+    pub workers: usize,
     /// The request limits.
     pub limits: Limits,
+    /// How long a request's head and body may take to arrive.
+    pub request_timeout: Duration,
+    /// How many connections each worker holds at most (more wait in the listen backlog).
+    pub connections_per_worker: usize,
 }
 
 /// A bound, not yet running server.
@@ -79,21 +87,25 @@ pub fn bind(
 ) -> io::Result<BoundServer> {
     let state = AppState { backend, limits: settings.limits };
     let secrets = Data::new(secrets);
-    let mut server = HttpServer::new(move || {
+    let body_timeout = Data::new(BodyTimeout(settings.request_timeout));
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(Data::new(state.clone()))
             .app_data(secrets.clone())
+            .app_data(body_timeout.clone())
             .configure(routes)
+            // The last wrapped runs first: the secret is checked before the body is read.
+            .wrap(from_fn(body::read_in_time))
             .wrap(from_fn(auth::require_secret))
     })
     // A client that closes its connection while queued for a lock leaves the queue: the
     // handler's future is dropped only when half-closed connections are not kept.
     .h1_allow_half_closed(false)
     .disable_signals()
-    .shutdown_timeout(5);
-    if let Some(workers) = settings.workers {
-        server = server.workers(workers);
-    }
+    .shutdown_timeout(5)
+    .workers(settings.workers)
+    .max_connections(settings.connections_per_worker)
+    .client_request_timeout(settings.request_timeout);
     let server = server.bind(settings.addr)?;
     let addrs = server.addrs();
     Ok(BoundServer { server: server.run(), addrs })

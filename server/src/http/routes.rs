@@ -146,8 +146,8 @@ async fn inspect(state: Data<AppState>, resource: Path<String>) -> Result<Json<L
 }
 
 async fn list(state: Data<AppState>, query: Query<ListQuery>) -> Result<Json<LockPageReply>> {
-    let (prefix, after, limit) = validate::list(query.into_inner())?;
-    Ok(Json(replies::lock_page(state.backend.list(&prefix, after.as_deref(), limit).await?)))
+    let request = validate::list(query.into_inner())?;
+    Ok(Json(replies::lock_page(state.backend.list(request).await?)))
 }
 
 async fn grant_lease(state: Data<AppState>, body: Json<LeaseBody>) -> Result<Json<LeaseReply>> {

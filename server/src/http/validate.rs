@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use lockserver_protocol::bodies::{AcquireBody, LeaseBody, ListQuery, RefreshBody, ReleaseBody};
 use lockserver_protocol::limits::{
-    DEFAULT_LIST_LIMIT, MAX_LEASE_ID_LEN, MAX_LIST_LIMIT, MAX_OWNER_LEN, MAX_RESOURCE_LEN, MAX_VALUE_LEN,
+    DEFAULT_LIST_LIMIT, MAX_LEASE_ID_LEN, MAX_LIST_BYTES, MAX_LIST_LIMIT, MAX_OWNER_LEN, MAX_RESOURCE_LEN,
+    MAX_VALUE_LEN, MIN_DURATION_MS,
 };
 
 use super::error::{ApiError, Result};
-use crate::engine::{AcquireRequest, FencingToken, LeaseId, Lifetime, RefreshRequest, ReleaseRequest};
+use crate::engine::{
+    AcquireRequest, FencingToken, LeaseId, Lifetime, ListRequest, RefreshRequest, ReleaseRequest,
+};
 
 /// The configured bounds that requests are checked against.
 #[derive(Debug, Clone, Copy)]
@@ -73,13 +76,19 @@ pub fn refresh(body: RefreshBody, resource: String, limits: &Limits) -> Result<R
     })
 }
 
-/// The prefix, the cursor and the page size of a listing.
-pub fn list(query: ListQuery) -> Result<(String, Option<String>, usize)> {
+/// A listing: prefix, cursor, page size, and whether values come with it.
+pub fn list(query: ListQuery) -> Result<ListRequest> {
     let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` must be from 1 to {MAX_LIST_LIMIT}")));
     }
-    Ok((query.prefix.unwrap_or_default(), query.after, limit))
+    Ok(ListRequest {
+        prefix: query.prefix.unwrap_or_default(),
+        after: query.after,
+        limit,
+        values: query.values.unwrap_or(true),
+        max_bytes: MAX_LIST_BYTES,
+    })
 }
 
 /// A lease's time to live.
@@ -126,18 +135,27 @@ fn value(value: String) -> Result<String> {
     Ok(value)
 }
 
+/// A duration of at least [`MIN_DURATION_MS`], and at most `max`.
 fn positive_seconds(field: &str, secs: f64, max: Duration) -> Result<Duration> {
-    if secs <= 0.0 {
-        return Err(ApiError::bad_request(format!("`{field}` must be a positive number of seconds")));
+    let min = Duration::from_millis(MIN_DURATION_MS);
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if duration <= max && duration >= min => Ok(duration),
+        _ => Err(ApiError::bad_request(format!(
+            "`{field}` must be a positive number of seconds from {} to {}",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        ))),
     }
-    seconds(field, secs, max)
 }
 
+/// Zero, or a duration of at least [`MIN_DURATION_MS`], and at most `max`.
 fn seconds(field: &str, secs: f64, max: Duration) -> Result<Duration> {
+    let min = Duration::from_millis(MIN_DURATION_MS);
     match Duration::try_from_secs_f64(secs) {
-        Ok(duration) if duration <= max => Ok(duration),
+        Ok(duration) if duration <= max && (duration.is_zero() || duration >= min) => Ok(duration),
         _ => Err(ApiError::bad_request(format!(
-            "`{field}` must be a number of seconds from 0 to {}",
+            "`{field}` must be 0 or a number of seconds from {} to {}",
+            min.as_secs_f64(),
             max.as_secs_f64()
         ))),
     }

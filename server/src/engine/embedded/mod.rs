@@ -26,16 +26,17 @@ mod store;
 mod table;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::capacity::{Capacity, Counter};
 use super::{
-    AcquireRequest, EngineError, FencingToken, Grant, Health, LeaseId, LeaseInfo, LockBackend, LockInfo,
-    LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
+    AcquireRequest, EngineError, FencingToken, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend,
+    LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
 };
 use leases::LeaseTable;
 use queued::QueuedWait;
@@ -69,6 +70,13 @@ struct Shared {
     shutting_down: AtomicBool,
     /// Where changes are made durable; `None` in memory storage.
     journal: Option<Arc<Journal>>,
+    /// How many slots the table holds (locks held, or keeping a value).
+    locks: AtomicUsize,
+    /// The queued waiters.
+    waiters: Counter,
+    /// The caps on both.
+    max_locks: AtomicUsize,
+    max_waiters: AtomicUsize,
 }
 
 impl EmbeddedBackend {
@@ -99,10 +107,22 @@ impl EmbeddedBackend {
             value_retention,
             shutting_down: AtomicBool::new(false),
             journal,
+            locks: AtomicUsize::new(0),
+            waiters: Counter::default(),
+            max_locks: AtomicUsize::new(usize::MAX),
+            max_waiters: AtomicUsize::new(usize::MAX),
         });
         shared.restore(recovered);
         expiry::spawn_timers(&shared);
         EmbeddedBackend { shared }
+    }
+}
+
+impl EmbeddedBackend {
+    /// Caps the locks and waiters this backend holds at once.
+    pub fn limit(&self, capacity: Capacity) {
+        self.shared.max_locks.store(capacity.max_locks, Ordering::Relaxed);
+        self.shared.max_waiters.store(capacity.max_waiters, Ordering::Relaxed);
     }
 }
 
@@ -173,8 +193,8 @@ impl LockBackend for EmbeddedBackend {
         Ok(info)
     }
 
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
-        self.shared.list(prefix, after, limit).await
+    async fn list(&self, request: ListRequest) -> Result<LockPage> {
+        self.shared.list(&request).await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Shared;
+use crate::engine::capacity::Permit;
 use crate::engine::{
     EngineError, FencingToken, Grant, LeaseId, Lifetime, LockInfo, RefreshRequest, Refreshed, Result,
 };
@@ -49,6 +50,8 @@ pub(super) struct Waiter {
     pub(super) lifetime: Lifetime,
     value: Option<String>,
     pub(super) reply: oneshot::Sender<Handoff>,
+    /// Counts the waiter against `--max-waiters` while it is queued.
+    _permit: Permit,
 }
 
 /// What an acquire did at once.
@@ -69,6 +72,8 @@ pub(super) struct SlotCx<'a> {
     pub(super) unsynced: u64,
     /// Where this change will be in the journal, for the waiter it granted the lock to.
     pub(super) handoff: Option<Arc<AtomicU64>>,
+    /// The slot did not exist before this call: granting it adds a lock to the table.
+    fresh: bool,
 }
 
 impl<'a> SlotCx<'a> {
@@ -78,8 +83,9 @@ impl<'a> SlotCx<'a> {
         shared: &'a Shared,
         now: Instant,
         unsynced: u64,
+        fresh: bool,
     ) -> Self {
-        SlotCx { slot, name, shared, now, dirty: false, unsynced, handoff: None }
+        SlotCx { slot, name, shared, now, dirty: false, unsynced, handoff: None, fresh }
     }
 
     /// Expires a hold whose deadline has passed and drops a value whose retention has ended.
@@ -103,6 +109,12 @@ impl<'a> SlotCx<'a> {
         may_queue: bool,
     ) -> Result<Acquired> {
         let Some(holder) = &self.slot.holder else {
+            let max = self.shared.max_locks.load(Ordering::Relaxed);
+            if self.fresh && self.shared.locks.load(Ordering::Relaxed) >= max {
+                return Err(EngineError::TooMany(format!(
+                    "this server already holds {max} locks, its cap (--max-locks); retry later"
+                )));
+            }
             return self.grant(owner, lifetime, value).map(Acquired::Granted);
         };
         if *holder.owner == *owner {
@@ -117,9 +129,11 @@ impl<'a> SlotCx<'a> {
         if let Lifetime::Lease(lease) = &lifetime {
             self.shared.leases.note_waiting(lease, self.name, self.now)?;
         }
+        let max = self.shared.max_waiters.load(Ordering::Relaxed);
+        let permit = self.shared.waiters.take(max, "queued waiters (--max-waiters)")?;
         let id = self.shared.last_waiter.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, receiver) = oneshot::channel();
-        self.slot.queue().push_back(Waiter { id, owner, lifetime, value, reply });
+        self.slot.queue().push_back(Waiter { id, owner, lifetime, value, reply, _permit: permit });
         Ok(Acquired::Queued { name: self.name.clone(), id, reply: receiver })
     }
 

@@ -16,7 +16,7 @@ use super::leases::EndedLease;
 use super::slot::{Slot, SlotCx};
 use super::Shared;
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{EngineError, Lifetime, LockPage, Result};
+use crate::engine::{EngineError, Lifetime, ListRequest, LockPage, Result};
 
 /// How many shards the lock table is split into.
 const SHARDS: usize = 64;
@@ -85,19 +85,19 @@ impl Shared {
         let shard = self.shard_of(name);
         let mut guard = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
-        let key = match state.slots.get_key_value(name) {
-            Some((key, _)) => key.clone(),
+        let (key, fresh) = match state.slots.get_key_value(name) {
+            Some((key, _)) => (key.clone(), false),
             None => {
                 let key: Arc<str> = Arc::from(name);
                 state.slots.insert(key.clone(), Box::default());
-                key
+                (key, true)
             }
         };
         let slot = state.slots.get_mut(name).expect("the slot was just found or inserted");
         let before = slot.deadline;
         let now = Instant::now();
         let unsynced = state.unsynced.get(name).copied().unwrap_or(0);
-        let mut cx = SlotCx::new(slot, &key, self, now, unsynced);
+        let mut cx = SlotCx::new(slot, &key, self, now, unsynced, fresh);
         cx.settle();
         let result = f(&mut cx);
         let mut position = 0;
@@ -116,6 +116,11 @@ impl Shared {
                 state.unsynced.retain(|_, at| *at > durable);
             }
             state.unsynced.insert(key.clone(), position);
+        }
+        match (fresh, vacant) {
+            (true, false) => _ = self.locks.fetch_add(1, Ordering::Relaxed),
+            (false, true) => _ = self.locks.fetch_sub(1, Ordering::Relaxed),
+            _ => {}
         }
         if vacant {
             state.slots.remove(name);
@@ -199,12 +204,12 @@ impl Shared {
 
     /// One page of held locks whose names start with `prefix`, in name order, after `after`,
     /// once every change to them is on disk.
-    pub(super) async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
+    pub(super) async fn list(&self, request: &ListRequest) -> Result<LockPage> {
         loop {
             if let Some(journal) = &self.journal {
                 journal.check_readable()?;
             }
-            match self.list_now(prefix, after, limit) {
+            match self.list_now(request) {
                 Ok(page) => return Ok(page),
                 Err(unsynced) => {
                     self.journal.as_ref().expect("only journaled changes wait").wait_for(unsynced).await
@@ -215,7 +220,8 @@ impl Shared {
 
     /// The page as it is now; the furthest journal position to wait for, if it shows a change
     /// that is not on disk yet.
-    fn list_now(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage, u64> {
+    fn list_now(&self, request: &ListRequest) -> Result<LockPage, u64> {
+        let (prefix, after, limit) = (request.prefix.as_str(), request.after.as_deref(), request.limit);
         let now = Instant::now();
         let durable = self.durable();
         let start = match after {
@@ -235,7 +241,11 @@ impl Shared {
                     if at > durable {
                         unsynced = unsynced.max(at);
                     }
-                    slot.info(name, self, now)
+                    let mut info = slot.info(name, self, now)?;
+                    if !request.values {
+                        info.value = None; // not copied: pages of large values stay small
+                    }
+                    Some(info)
                 })
                 .take(limit + 1);
             locks.extend(held);
@@ -245,12 +255,6 @@ impl Shared {
         }
         locks.sort_by(|a, b| a.resource.cmp(&b.resource));
         locks.truncate(limit + 1);
-        let next = if locks.len() > limit {
-            locks.pop();
-            locks.last().map(|lock| lock.resource.clone())
-        } else {
-            None
-        };
-        Ok(LockPage { locks, next })
+        Ok(request.page(locks))
     }
 }

@@ -36,6 +36,7 @@ mod session;
 mod timers;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,9 +50,10 @@ use self::holds::Attempt;
 use self::keys::Keys;
 use self::queue::Queued;
 use self::session::{Backstops, Session};
+use super::capacity::{Capacity, Counter};
 use super::{
-    AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, LockBackend, LockInfo, LockPage,
-    RefreshRequest, Refreshed, ReleaseRequest, Result,
+    AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend, LockInfo,
+    LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
 };
 
 /// How late after its deadline the etcd lease backstop ends a hold whose gateway died: etcd
@@ -110,6 +112,9 @@ struct Inner {
     value_retention: Duration,
     /// Set by `shutdown`: queued waiters are answered `unavailable`.
     shutting_down: watch::Sender<bool>,
+    /// The requests this gateway has queued, and their cap.
+    waiters: Counter,
+    max_waiters: AtomicUsize,
 }
 
 /// Maps an etcd client error to `unavailable`.
@@ -152,11 +157,20 @@ impl EtcdBackend {
             timers: Mutex::default(),
             value_retention: options.value_retention,
             shutting_down: watch::channel(false).0,
+            waiters: Counter::default(),
+            max_waiters: AtomicUsize::new(usize::MAX),
         });
         let keeper = inner.clone();
         tokio::spawn(async move { keeper.session.keep_alive(keeper.client.clone()).await });
         tokio::spawn(endpoints::monitor(inner.client.clone(), options.endpoints, connect));
         Ok(EtcdBackend { inner })
+    }
+}
+
+impl EtcdBackend {
+    /// Caps the requests this gateway queues at once (locks are etcd's to count: its quota).
+    pub fn limit(&self, capacity: Capacity) {
+        self.inner.max_waiters.store(capacity.max_waiters, Ordering::Relaxed);
     }
 }
 
@@ -196,8 +210,8 @@ impl LockBackend for EtcdBackend {
         self.inner.inspect(resource).await
     }
 
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
-        self.inner.list(prefix, after, limit).await
+    async fn list(&self, request: ListRequest) -> Result<LockPage> {
+        self.inner.list(&request).await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {

@@ -16,6 +16,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::keys::{encode, lease_number, WaiterRecord};
 use super::reads::{gets, revision, Hold};
 use super::{lease_not_found, unavailable, Inner};
+use crate::engine::capacity::Permit;
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{AcquireRequest, EngineError, Grant, Lifetime, Result};
 
@@ -55,6 +56,8 @@ pub(super) struct Queued {
     key: Vec<u8>,
     revision: i64,
     answered: bool,
+    /// Counts the request against `--max-waiters` while it is queued.
+    _permit: Permit,
 }
 
 /// What the head of the queue found.
@@ -70,6 +73,8 @@ impl Queued {
         if *inner.shutting_down.borrow() {
             return Err(EngineError::ShuttingDown);
         }
+        let max = inner.max_waiters.load(std::sync::atomic::Ordering::Relaxed);
+        let permit = inner.waiters.take(max, "queued waiters (--max-waiters)")?;
         let waiter = format!("{:016x}", rand::random::<u64>());
         let key = inner.keys.waiter(&request.resource, &waiter);
         let record = encode(&WaiterRecord { owner: request.owner.clone() });
@@ -85,7 +90,15 @@ impl Queued {
             attempts += 1;
         };
         let revision = put.header().map_or(0, |header| header.revision());
-        Ok(Queued { inner, name: request.resource.clone(), waiter, key, revision, answered: false })
+        Ok(Queued {
+            inner,
+            name: request.resource.clone(),
+            waiter,
+            key,
+            revision,
+            answered: false,
+            _permit: permit,
+        })
     }
 
     /// Waits until this request is granted, its lease dies, or `wait_until`.

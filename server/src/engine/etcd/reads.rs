@@ -8,7 +8,7 @@ use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use super::keys::{decode, lease_number, HoldRecord, LeaseRecord};
 use super::{unavailable, Inner};
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{EngineError, FencingToken, LeaseId, LockInfo, LockPage, Result};
+use crate::engine::{EngineError, FencingToken, LeaseId, ListRequest, LockInfo, LockPage, Result};
 
 pub(super) fn ms_left(deadline_ms: u64, wall_ms: u64) -> Duration {
     Duration::from_millis(deadline_ms.saturating_sub(wall_ms))
@@ -70,13 +70,14 @@ impl Inner {
             _ => 0,
         };
         let hold = hold.filter(|hold| !hold.expired(wall_now_ms())).ok_or(EngineError::NotHeld)?;
-        let mut infos = inner.describe(vec![(resource.to_string(), hold)]).await?;
+        let mut infos = inner.describe(vec![(resource.to_string(), hold)], true, usize::MAX).await?;
         let mut info = infos.pop().ok_or(EngineError::NotHeld)?;
         info.waiters = waiters;
         Ok(info)
     }
 
-    pub(super) async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
+    pub(super) async fn list(&self, request: &ListRequest) -> Result<LockPage> {
+        let (prefix, after, limit) = (request.prefix.as_str(), request.after.as_deref(), request.limit);
         let inner = self;
         let end = inner.keys.holds_end(prefix);
         let mut from = inner.keys.holds_from(prefix, after);
@@ -101,14 +102,8 @@ impl Inner {
             }
         }
         held.truncate(limit + 1);
-        let mut locks = inner.describe(held).await?;
-        let next = if locks.len() > limit {
-            locks.pop();
-            locks.last().map(|lock| lock.resource.clone())
-        } else {
-            None
-        };
-        Ok(LockPage { locks, next })
+        let locks = inner.describe(held, request.values, request.max_bytes).await?;
+        Ok(request.page(locks))
     }
 
     /// The holder key of `name`, if there is one.
@@ -136,17 +131,27 @@ impl Inner {
 
     /// Describes held locks: their waiter counts, values and time left, in one transaction
     /// per batch.
-    pub(super) async fn describe(&self, held: Vec<(String, Hold)>) -> Result<Vec<LockInfo>> {
+    pub(super) async fn describe(
+        &self,
+        held: Vec<(String, Hold)>,
+        values: bool,
+        max_bytes: usize,
+    ) -> Result<Vec<LockInfo>> {
         const BATCH: usize = 40;
         let mut infos = Vec::with_capacity(held.len());
+        let mut bytes = 0;
         for batch in held.chunks(BATCH) {
+            if bytes > max_bytes {
+                break; // the page is full: what follows is listed on the next one
+            }
             let mut ops = Vec::with_capacity(batch.len() * 3);
             for (name, hold) in batch {
                 ops.push(TxnOp::get(
                     self.keys.queue(name),
                     Some(GetOptions::new().with_prefix().with_count_only()),
                 ));
-                ops.push(TxnOp::get(self.keys.value(name), None));
+                let value_read = if values { None } else { Some(GetOptions::new().with_count_only()) };
+                ops.push(TxnOp::get(self.keys.value(name), value_read));
                 let lease = hold.record.lease.as_deref().map(lease_number).transpose()?.unwrap_or(0);
                 ops.push(TxnOp::get(self.keys.lease(lease), None));
             }
@@ -175,7 +180,10 @@ impl Inner {
                     owner: hold.record.owner.clone(),
                     token: FencingToken(hold.token as u64),
                     expires_in,
-                    value: value.map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                    value: value.filter(|_| values).map(|kv| {
+                        bytes += kv.value().len();
+                        String::from_utf8_lossy(kv.value()).into_owned()
+                    }),
                     waiters: waiters as usize,
                     lease: hold.record.lease.clone().map(LeaseId),
                 });

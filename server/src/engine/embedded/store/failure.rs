@@ -65,13 +65,16 @@ impl Journal {
     }
 
     /// Counts `len` appended bytes as lost at once (the store cannot write); their position.
+    /// While the state is being reset, they are counted lost with the rest once it is done.
     pub(super) fn lose(&self, pending: &mut Pending, len: u64) -> u64 {
         pending.appended += len;
-        pending.durable = pending.appended;
-        self.durable.store(pending.appended, Ordering::Release);
-        match pending.lost.back_mut() {
-            Some(range) => range.1 = pending.appended,
-            None => pending.lost.push_back((pending.appended - len, pending.appended)),
+        if !pending.resetting {
+            pending.durable = pending.appended;
+            self.durable.store(pending.appended, Ordering::Release);
+            match pending.lost.back_mut() {
+                Some(range) => range.1 = pending.appended,
+                None => pending.lost.push_back((pending.appended - len, pending.appended)),
+            }
         }
         pending.appended
     }
@@ -87,16 +90,23 @@ impl Journal {
     pub(super) fn fail_and_recover(&self, error: StoreError, log: &mut LogFile) -> Option<u64> {
         tracing::error!(%error, "the data dir cannot be written; changes are refused until it can");
         *self.failure_state() = Some((error.clone(), false));
-        let waiting = {
+        {
             let mut pending = self.pending();
             self.failed.store(true, Ordering::Release);
+            pending.resetting = true;
+            pending.bytes.clear();
+            pending.rotate = None;
+        }
+        // Nothing not on disk is shown meanwhile: whoever waits for it waits on.
+        self.reset_to_disk(log, &error);
+        let waiting = {
+            let mut pending = self.pending();
+            pending.resetting = false;
             let (durable, appended) = (pending.durable, pending.appended);
             pending.lost.push_back((durable, appended));
             if pending.lost.len() > LOST_RANGES {
                 pending.lost.pop_front();
             }
-            pending.bytes.clear();
-            pending.rotate = None;
             pending.durable = appended;
             self.durable.store(appended, Ordering::Release);
             pending.waiters.take_all()
@@ -105,7 +115,6 @@ impl Journal {
         let (current, changed) = &self.generation;
         drop(current.lock().unwrap_or_else(PoisonError::into_inner));
         changed.notify_all();
-        self.reset_to_disk(log, &error);
         loop {
             {
                 let pending = self.pending();

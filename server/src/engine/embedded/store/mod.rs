@@ -99,6 +99,8 @@ struct Pending {
     waiters: DiskWaiters,
     /// Set while the writer sleeps: only then does an append need to wake it.
     writer_idle: bool,
+    /// Set while the state is reset to the disk after a failed write.
+    resetting: bool,
     /// Positions appended but lost to a failed write: `(durable, appended]` at each failure,
     /// the most recent last. A request waiting for one of them is told its change failed.
     lost: VecDeque<(u64, u64)>,
@@ -135,6 +137,7 @@ impl Journal {
                 durable: 0,
                 waiters: DiskWaiters::default(),
                 writer_idle: false,
+                resetting: false,
                 lost: VecDeque::new(),
             }),
             wake: Condvar::new(),
