@@ -94,8 +94,9 @@ fn main() {
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
-/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `clients`, `etcd`, `redis`; Redis needs
-/// `uncontended` too).
+/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `clients`, `etcd`, `durability`,
+/// `redis`; Redis needs `uncontended` too). `LOCKSERVER_BENCH_BASELINE` names a lockserver binary
+/// that `durability` measures the durable store against.
 fn wanted(name: &str) -> bool {
     std::env::var("LOCKSERVER_BENCH_ONLY")
         .map(|only| only.split(',').any(|n| n.trim() == name))
@@ -138,6 +139,10 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
     if wanted("etcd") {
         eprintln!("etcd backend...");
         scenarios::etcd(binary, data, &mut out).await;
+    }
+    if wanted("durability") {
+        eprintln!("durability...");
+        scenarios::durability(binary, data, &mut out).await;
     }
     if let (true, Some(memory_64)) = (wanted("redis"), memory_64) {
         eprintln!("redis...");

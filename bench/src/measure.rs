@@ -173,3 +173,46 @@ pub async fn contention(addrs: &[String], tag: &str, run: Duration) -> Contentio
         p99: percentile(&gaps, 0.99),
     }
 }
+
+/// Runs `conns` Redis connections for `duration`, each taking and releasing its own lock the
+/// way Redis users do (`SET key owner NX PX`, then a compare-and-delete script); returns cycles
+/// per second.
+pub async fn redis_cycles(addr: &str, conns: usize, duration: Duration) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let script =
+        "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (addr, done) = (addr.to_string(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = |parts: &[&str]| {
+                let mut cmd = format!("*{}\r\n", parts.len());
+                for part in parts {
+                    cmd.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+                }
+                cmd.into_bytes()
+            };
+            let (key, owner) = (format!("lock-{i}"), format!("owner-{i}"));
+            let set = resp(&["SET", &key, &owner, "NX", "PX", "30000"]);
+            let del = resp(&["EVAL", script, "1", &key, &owner]);
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connecting to redis");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut buf = [0u8; 512];
+            while Instant::now() < deadline {
+                for (cmd, expect) in [(&set, b'+'), (&del, b':')] {
+                    stream.write_all(cmd).await.expect("write");
+                    let n = stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0 && buf[0] == expect, "{}", String::from_utf8_lossy(&buf[..n]));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a redis client");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}

@@ -108,3 +108,39 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }
+
+/// A `redis-server` process on a free loopback port, killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    /// `host:port`.
+    pub addr: String,
+}
+
+impl RedisServer {
+    /// Starts redis-server with `args` (and `dir` as its working dir, for persistence);
+    /// `None` when it is not installed.
+    pub async fn start(args: &[&str], dir: Option<&Path>) -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).ok()?.port();
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]).args(args).stdout(Stdio::null());
+        if let Some(dir) = dir {
+            command.args(["--dir", dir.to_str().expect("a UTF-8 path")]);
+        }
+        let child = command.spawn().ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..250 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Some(RedisServer { child, addr });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not listen on {addr}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

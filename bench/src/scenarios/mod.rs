@@ -4,6 +4,7 @@
 
 mod clients;
 mod contended;
+mod durability;
 mod etcd;
 mod held;
 mod throughput;
@@ -11,6 +12,7 @@ mod waiting;
 
 pub use clients::language_clients;
 pub use contended::contended;
+pub use durability::durability;
 pub use etcd::etcd;
 pub use held::million;
 pub use throughput::{generator_ceiling, redis, uncontended};

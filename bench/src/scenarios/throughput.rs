@@ -3,16 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lockserver_protocol::SECRET_HEADER;
 
 use crate::http::request;
-use crate::measure::{cycle_scripts, rounds_per_second, SECRET};
+use crate::measure::{cycle_scripts, redis_cycles, rounds_per_second, SECRET};
 use crate::report::{section, verdict, Table};
-use crate::server::{Server, Storage};
+use crate::server::{RedisServer, Server, Storage};
 
 /// Our generator against `wrk` on the bare server: requests per second of `POST /acquire`.
 pub async fn generator_ceiling(bare: &Server, out: &mut String) -> f64 {
@@ -132,64 +130,11 @@ pub async fn uncontended(
 /// Redis `SET NX PX` + compare-and-delete at 64 connections, when redis-server is installed.
 pub async fn redis(lockserver_64: f64, out: &mut String) {
     section(out, "What users would pick instead: Redis", "");
-    let Ok(port) = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port())
-    else {
-        return;
-    };
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else {
+    let Some(redis) = RedisServer::start(&["--save", "", "--appendonly", "no"], None).await else {
         out.push_str("redis-server is not installed here: skipped.\n\n");
         return;
     };
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(3);
-    let script =
-        "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let (addr, done) = (addr.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let resp = |parts: &[&str]| {
-                let mut cmd = format!("*{}\r\n", parts.len());
-                for part in parts {
-                    cmd.push_str(&format!("${}\r\n{part}\r\n", part.len()));
-                }
-                cmd.into_bytes()
-            };
-            let (key, owner) = (format!("lock-{i}"), format!("owner-{i}"));
-            let set = resp(&["SET", &key, &owner, "NX", "PX", "30000"]);
-            let del = resp(&["EVAL", script, "1", &key, &owner]);
-            let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connecting to redis");
-            stream.set_nodelay(true).expect("nodelay");
-            let mut buf = [0u8; 512];
-            while Instant::now() < deadline {
-                for (cmd, expect) in [(&set, b'+'), (&del, b':')] {
-                    stream.write_all(cmd).await.expect("write");
-                    let n = stream.read(&mut buf).await.expect("read");
-                    assert!(n > 0 && buf[0] == expect, "{}", String::from_utf8_lossy(&buf[..n]));
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("a redis client");
-    }
-    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    let _ = child.kill();
-    let _ = child.wait();
+    let rate = redis_cycles(&redis.addr, 64, Duration::from_secs(3)).await;
     out.push_str(
         "Cycles per second at 64 connections, 3 s, same generator design (raw protocol, keep-alive).\n\n",
     );
