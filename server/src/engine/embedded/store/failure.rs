@@ -37,6 +37,9 @@ impl Journal {
     /// Succeeds unless the store could not even read back what is on disk: then nothing it
     /// shows can be trusted until a restart.
     pub fn check_readable(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(()); // the common case, without the mutex: unreadable implies failed
+        }
         match &*self.failure_state() {
             Some((error, true)) => Err(EngineError::Storage(error.clone())),
             _ => Ok(()),

@@ -86,17 +86,23 @@ impl Journal {
     }
 }
 
-/// Waits until the log is on disk up to a position (by default, the one appended when first
-/// polled); resolves to whether the change there was written (false: a failed write lost it).
+/// Waits until the log is on disk up to a position, and resolves to whether the change there
+/// was written (false: a failed write lost it).
+///
+/// It waits for everything appended when it is first polled (at least up to the position):
+/// waiting a little longer is harmless, and it keeps each thread's waiters in the order of their
+/// targets, which is what lets the writer wake only the first of them (see `disk_wait.rs`).
 pub(super) struct OnDisk<'a> {
     journal: &'a Journal,
+    /// The change waited for; `None`: everything appended when first polled.
+    position: Option<u64>,
     target: Option<u64>,
     ticket: Option<Ticket>,
 }
 
 impl<'a> OnDisk<'a> {
-    pub(super) fn new(journal: &'a Journal, target: Option<u64>) -> Self {
-        OnDisk { journal, target, ticket: None }
+    pub(super) fn new(journal: &'a Journal, position: Option<u64>) -> Self {
+        OnDisk { journal, position, target: None, ticket: None }
     }
 }
 
@@ -106,10 +112,10 @@ impl Future for OnDisk<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
         let this = &mut *self;
         let mut pending = this.journal.pending();
-        let target = *this.target.get_or_insert(pending.appended);
+        let target = *this.target.get_or_insert(pending.appended.max(this.position.unwrap_or(0)));
         let durable = pending.durable;
         if durable >= target {
-            let written = !Journal::is_lost(&pending, target);
+            let written = !Journal::is_lost(&pending, this.position.unwrap_or(target));
             // Woken by the writer or by a waiter of this thread: wake the others it covered.
             if let Some(ticket) = this.ticket.take() {
                 wake_covered(pending, ticket);
