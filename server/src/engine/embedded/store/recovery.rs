@@ -136,10 +136,13 @@ fn recover_files(dir: &Path, live: Option<(u64, u64)>) -> Result<(Recovered, u64
             StoreFile::Snapshot if *generation == base => replay_snapshot(path, *generation, &mut recovered)?,
             StoreFile::Log if *generation >= base => match live {
                 Some((current, end)) if *generation == current => {
-                    replay_log_until(path, *generation, end as usize, &mut recovered)?
+                    replay_log(path, *generation, LogEnd::SyncedTo(end as usize), &mut recovered)?
                 }
                 Some((current, _)) if *generation > current => {}
-                _ => replay_log(path, *generation, *generation == newest, &mut recovered)?,
+                _ => {
+                    let end = if *generation == newest { LogEnd::Newest } else { LogEnd::Older };
+                    replay_log(path, *generation, end, &mut recovered)?
+                }
             },
             _ => {}
         }
@@ -195,32 +198,15 @@ fn replay_snapshot(path: &Path, generation: u64, recovered: &mut Recovered) -> R
     Ok(())
 }
 
-/// Applies the frames of the log being written, up to `end`, what it last synced.
-fn replay_log_until(
-    path: &Path,
-    generation: u64,
-    end: usize,
-    recovered: &mut Recovered,
-) -> Result<(), StoreError> {
-    let (bytes, header) = read_file(path, FileKind::Log, generation)?;
-    let Header::Current(header) = header else { return replay_legacy(path, &bytes, true, recovered) };
-    recovered.max_token = recovered.max_token.max(header.reserved);
-    let mut at = HEADER_LEN;
-    while at < end.min(bytes.len()) {
-        match read_frame(&bytes[at..end.min(bytes.len())]) {
-            Frame::Whole(records, len) => {
-                records.into_iter().for_each(|record| recovered.apply(record));
-                at += len;
-            }
-            Frame::Bad { .. } => {
-                return Err(StoreError::Damaged {
-                    path: path.to_path_buf(),
-                    problem: format!("corrupt frame at byte {at}, before what was last synced"),
-                })
-            }
-        }
-    }
-    Ok(())
+/// What is known of where a log ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogEnd {
+    /// A log before the newest: it ended cleanly when the next one began.
+    Older,
+    /// The newest log: its last commit may have been torn by a crash.
+    Newest,
+    /// The log being written, read back after a failed write: trusted up to what it last synced.
+    SyncedTo(usize),
 }
 
 /// Applies a log: its frames, up to the zeros that end it. The newest log may end in a frame
@@ -228,13 +214,17 @@ fn replay_log_until(
 fn replay_log(
     path: &Path,
     generation: u64,
-    newest: bool,
+    end: LogEnd,
     recovered: &mut Recovered,
 ) -> Result<(), StoreError> {
     let (bytes, header) = read_file(path, FileKind::Log, generation)?;
     let Header::Current(header) = header else { return replay_legacy(path, &bytes, true, recovered) };
     recovered.max_token = recovered.max_token.max(header.reserved);
     let damaged = |problem: String| StoreError::Damaged { path: path.to_path_buf(), problem };
+    let bytes = match end {
+        LogEnd::SyncedTo(synced) => &bytes[..synced.min(bytes.len())],
+        _ => &bytes[..],
+    };
     let mut at = HEADER_LEN;
     loop {
         match read_frame(&bytes[at..]) {
@@ -243,13 +233,16 @@ fn replay_log(
                 at += len;
             }
             Frame::Bad { .. } if bytes[at..].iter().all(|&byte| byte == 0) => break,
+            Frame::Bad { .. } if matches!(end, LogEnd::SyncedTo(_)) => {
+                return Err(damaged(format!("corrupt frame at byte {at}, before what was last synced")));
+            }
             Frame::Bad { claimed_end } => {
                 if claimed_end.is_some_and(|end| at + end > bytes.len()) {
                     return Err(damaged(format!(
                         "the frame at byte {at} runs past the end of the file: it was cut short"
                     )));
                 }
-                if newest && torn_at(&bytes, at, claimed_end) {
+                if end == LogEnd::Newest && torn_at(bytes, at, claimed_end) {
                     tracing::warn!(file = %path.display(), offset = at, "dropping a commit cut short by a crash");
                     break;
                 }
@@ -259,7 +252,8 @@ fn replay_log(
     }
     // Zeros always follow the last frame, to a multiple of 64 KiB at least: less means the
     // file was shortened.
-    if at > HEADER_LEN && (bytes.len() as u64) < (at as u64 + 1).next_multiple_of(MIN_AHEAD) {
+    let whole_file = !matches!(end, LogEnd::SyncedTo(_));
+    if whole_file && at > HEADER_LEN && (bytes.len() as u64) < (at as u64 + 1).next_multiple_of(MIN_AHEAD) {
         return Err(damaged(format!(
             "ends at byte {}, too soon after its last frame: it was cut short",
             bytes.len()

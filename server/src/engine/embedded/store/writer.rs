@@ -70,6 +70,8 @@ impl Journal {
                 match self.fail_and_recover(error, &mut log) {
                     Some(position) => {
                         flushed = position;
+                        // A compaction the failure interrupted is asked for again.
+                        compaction_requested = false;
                         continue;
                     }
                     None => return,
