@@ -57,9 +57,9 @@ impl Journal {
     /// The error a refused or lost change is answered with.
     pub(super) fn refusal(&self) -> EngineError {
         let failure = self.failure_state().as_ref().map(|(error, _)| error.clone());
-        EngineError::Storage(failure.unwrap_or_else(|| StoreError::Damaged {
-            path: self.dir.clone(),
-            problem: "a write failed".into(),
+        // A failure is recorded before anything is refused or lost: the fallback is for form.
+        EngineError::Storage(failure.unwrap_or_else(|| {
+            StoreError::io(&self.dir, "write the log")(std::io::Error::other("an earlier write failed"))
         }))
     }
 
