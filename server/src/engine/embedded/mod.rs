@@ -3,13 +3,15 @@
 //! changed, and the request is answered once that is on disk.
 //!
 //! Where each job lives:
-//! - `table.rs`: the sharded table of slots, and running an operation on one slot;
+//! - `table.rs`: the sharded table of slots, and running an operation on one slot once no
+//!   change to it is still on its way to the disk (a change is seen only once durable);
 //! - `slot.rs`: one resource's state machine (grant, renew, refresh, release, hand-off);
 //! - `queued.rs`: a request queued for a lock, and what happens when it gives up or goes away;
 //! - `expiry.rs`: the deadlines of each shard and the tasks that expire holds and leases;
 //! - `leases.rs`: the lease table;
 //! - `durable.rs`: the bridge to the store (rebuild from what it recovered, emit a snapshot);
-//! - `store/`: the durable store itself (journal writer, log files, compaction, recovery).
+//! - `store/`: the durable store itself (journal writer, log files, compaction, recovery, and
+//!   what happens when a write fails).
 //!
 //! Each resource hashes to one of `SHARDS` shards, each a `std::sync::Mutex` (never held
 //! across an `.await`), so independent resources do not serialise. The fencing counter is one
