@@ -18,6 +18,7 @@ impl Journal {
     /// redundant.
     pub(super) fn compact(&self) -> Result<(), StoreError> {
         let Some(state) = self.state() else { return Ok(()) };
+        let failures = self.failures.load(Ordering::Acquire);
         if self.failed.load(Ordering::Acquire) {
             return Ok(()); // compacted once the store can write again
         }
@@ -72,7 +73,7 @@ impl Journal {
         // The snapshot may hold changes still on their way to the log: it takes their place
         // only once they are durable, so that it never holds a change that was refused.
         let appended = self.pending().appended;
-        if !self.wait_durable(appended) {
+        if !self.wait_durable(appended, failures) {
             let _ = fs::remove_file(&temporary);
             return Ok(()); // a write failed meanwhile: the snapshot may hold a lost change
         }

@@ -96,6 +96,7 @@ impl Journal {
         {
             let mut pending = self.pending();
             self.failed.store(true, Ordering::Release);
+            self.failures.fetch_add(1, Ordering::AcqRel);
             pending.resetting = true;
             pending.bytes.clear();
             pending.rotate = None;

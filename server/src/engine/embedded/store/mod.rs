@@ -70,6 +70,8 @@ pub struct Journal {
     durable: AtomicU64,
     /// Set while the store cannot write (see `failure.rs`): changes are refused.
     failed: AtomicBool,
+    /// How many writes have failed since the start: work that spans one (a snapshot) is void.
+    failures: AtomicU64,
     /// Why, while `failed`; set when even the state on disk cannot be read back, for good.
     failure: Mutex<Option<(StoreError, bool)>>,
     /// The generation the writer appends to, and its waiters (compaction).
@@ -144,6 +146,7 @@ impl Journal {
             reserved: AtomicU64::new(recovered.max_token),
             durable: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
             failure: Mutex::new(None),
             generation: (Mutex::new(generation), Condvar::new()),
             compact: Mutex::new(compact_tx),
@@ -260,15 +263,18 @@ impl Journal {
     }
 
     /// Blocks this (non-async) thread until the log is on disk up to `position`; false if a
-    /// write failed first.
-    fn wait_durable(&self, position: u64) -> bool {
+    /// write failed since `failures` were counted (what was read before may be lost).
+    fn wait_durable(&self, position: u64, failures: u64) -> bool {
         loop {
-            if self.failed.load(Ordering::Acquire) {
+            if self.failures.load(Ordering::Acquire) != failures {
                 return false;
             }
-            if self.durable() >= position {
-                return true;
+            let pending = self.pending();
+            if pending.durable >= position && !pending.resetting {
+                return !Self::is_lost(&pending, position)
+                    && self.failures.load(Ordering::Acquire) == failures;
             }
+            drop(pending);
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
