@@ -70,17 +70,18 @@ async fn caps_on_locks_and_waiters_answer_too_many() {
     assert!(refused.body["message"].as_str().unwrap().contains("--max-locks"));
     assert_eq!(api.acquire(json!({"resource": "l0", "owner": "o"})).await.status, 200, "held ones renew");
 
+    // Queued one after the other, so that their order is known.
     let mut waiters = Vec::new();
     for i in 0..2 {
-        let api = api.clone();
+        let waiter = api.clone();
         waiters.push(tokio::spawn(async move {
-            api.acquire(json!({"resource": "l0", "owner": format!("w{i}"), "wait": 30})).await
+            waiter.acquire(json!({"resource": "l0", "owner": format!("w{i}"), "wait": 30})).await
         }));
-    }
-    let until = Instant::now() + Duration::from_secs(10);
-    while api.inspect("l0").await.body["waiters"] != 2 {
-        assert!(Instant::now() < until, "the waiters did not queue");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while api.inspect("l0").await.body["waiters"] != i + 1 {
+            assert!(Instant::now() < until, "waiter {i} did not queue");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let third = api.acquire(json!({"resource": "l0", "owner": "w2", "wait": 30})).await;
     third.assert_error(503, "too_many");
