@@ -96,6 +96,12 @@ pub struct Config {
     #[arg(long, env = "LOCKSERVER_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Salvage a damaged --data-dir, then exit without serving: keep every record that still
+    /// reads, move the old files into damaged-<time>/ (never deleted), report what was dropped.
+    /// Only on this explicit request: the server never does it by itself.
+    #[arg(long)]
+    pub repair: bool,
+
     /// How long a request's head and body may take to arrive (then 408, connection closed).
     #[arg(long, env = "LOCKSERVER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -29,6 +29,11 @@ use error::StartError;
 use http::{HttpSettings, Limits, Secrets};
 use resources::Resources;
 
+/// `--repair`: salvages the data dir (see [`engine::repair`]) instead of serving.
+pub fn repair(config: &Config) -> Result<engine::Repaired, StartError> {
+    Ok(engine::repair(&config.data_dir)?)
+}
+
 /// Starts the server described by `config` and serves until `shutdown` resolves; then answers
 /// queued waiters, finishes the requests in flight and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -> Result<(), StartError> {

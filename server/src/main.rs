@@ -14,8 +14,30 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    if config.repair {
+        return repair(&config);
+    }
     match actix_web::rt::System::new().block_on(lockserver::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lockserver: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--repair`: salvages the data dir and says what it kept and dropped.
+fn repair(config: &Config) -> ExitCode {
+    match lockserver::repair(config) {
+        Ok(repaired) => {
+            println!("repaired {}: kept {} locks and leases", config.data_dir.display(), repaired.kept);
+            for line in &repaired.dropped {
+                println!("dropped {line}");
+            }
+            println!("the old files are in {}", repaired.moved_to.display());
+            println!("new fencing tokens start above {}", repaired.reserved);
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("lockserver: {error}");
             ExitCode::FAILURE

@@ -232,3 +232,53 @@ async fn a_data_dir_without_permission_is_refused() {
     assert!(stderr.contains("Permission denied") && stderr.contains(locked.to_str().unwrap()), "{stderr}");
     std::process::Command::new("chmod").args(["755", locked.to_str().unwrap()]).status().unwrap();
 }
+
+/// `--repair`, asked for by the operator: a damaged dir that the server refuses is salvaged.
+/// What still reads is kept, what does not is reported, the old files are moved aside, and new
+/// tokens stay above every token issued before.
+#[tokio::test]
+async fn repair_salvages_a_damaged_dir_on_request() {
+    let dir = TempDir::new("repair");
+    let server = start_on(&dir, "s", &[]);
+    let api = server.api();
+    let mut highest = 0;
+    for i in 0..20 {
+        highest = api.acquire(json!({"resource": format!("lock-{i:02}"), "owner": "o"})).await.token();
+    }
+    server.kill();
+    // Damage the middle of the newest log: the server must refuse it.
+    let log = std::fs::read_dir(&dir.path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
+        .max()
+        .expect("a log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let written = bytes.iter().rposition(|&byte| byte != 0).unwrap();
+    bytes[written / 2] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let (status, stderr) = start_expecting_failure(&["--data-dir", dir.arg()]);
+    assert!(!status.success() && stderr.contains("corrupt"), "{stderr}");
+
+    let output = std::process::Command::new(lockserver_tests::server_binary())
+        .args(["--repair", "--data-dir", dir.arg()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("dropped ") && report.contains("unreadable"), "{report}");
+    assert!(std::fs::read_dir(&dir.path).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_str()
+        .unwrap()
+        .starts_with("damaged-")));
+
+    let server = start_on(&dir, "s", &[]);
+    let api = server.api();
+    let page = api.get("/locks?limit=100").await;
+    let kept = page.body["locks"].as_array().unwrap().len();
+    assert!((1..20).contains(&kept), "some locks before the damage are kept, not all: {kept}");
+    let fresh = api.acquire(json!({"resource": "fresh", "owner": "o"})).await.token();
+    assert!(fresh > highest, "token {fresh} not above {highest}");
+}

@@ -18,7 +18,7 @@ mod error;
 pub mod etcd;
 
 pub use capacity::Capacity;
-pub use embedded::{EmbeddedBackend, StoreError};
+pub use embedded::{repair, EmbeddedBackend, Repaired, StoreError};
 pub use error::{EngineError, Result};
 pub use etcd::{EtcdBackend, EtcdOptions, EtcdSetupError};
 

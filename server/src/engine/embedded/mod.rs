@@ -45,7 +45,7 @@ use queued::QueuedWait;
 use slot::Acquired;
 use store::{DurableState, Journal, Recovered};
 
-pub use store::StoreError;
+pub use store::{repair, Repaired, StoreError};
 use table::Shard;
 
 /// The embedded lock backend, in memory or durable. Cheap to clone; all clones share one

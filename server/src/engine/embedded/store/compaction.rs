@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
@@ -40,36 +41,8 @@ impl Journal {
         }
         // Everything appended before the switch is in memory now, so the snapshot holds it.
         let temporary = self.dir.join(format!("snapshot-{next:020}.tmp"));
-        let file = File::create(&temporary).map_err(StoreError::io(&temporary, "create"))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let header = FileHeader {
-            kind: FileKind::Snapshot,
-            generation: next,
-            reserved: self.reserved.load(Ordering::Acquire),
-        };
-        let mut failed = out.write_all(&header.encode()).err();
-        let mut buffer = Vec::with_capacity(4096);
-        let (mut count, mut crc) = (0u64, crc32fast::Hasher::new());
-        let mut write = |record: &Record| {
-            buffer.clear();
-            record.encode_into(&mut buffer);
-            count += 1;
-            crc.update(&buffer);
-            if failed.is_none() {
-                failed = out.write_all(&buffer).err();
-            }
-        };
-        state.snapshot(&mut write);
-        // Read after the records: it covers every token they hold.
-        write(&Record::Reserve { ceiling: self.reserved.load(Ordering::Acquire) });
-        let trailer = encode_trailer(count, crc.finalize());
-        if let Some(error) = failed.or_else(|| out.write_all(&trailer).err()) {
-            let _ = fs::remove_file(&temporary);
-            return Err(StoreError::io(&temporary, "write the snapshot")(error));
-        }
-        let file =
-            out.into_inner().map_err(|e| StoreError::io(&temporary, "write the snapshot")(e.into_error()))?;
-        file.sync_all().map_err(StoreError::io(&temporary, "sync the snapshot"))?;
+        let reserved = || self.reserved.load(Ordering::Acquire);
+        write_snapshot(&temporary, next, reserved(), &mut |write| state.snapshot(write), &reserved)?;
         // The snapshot may hold changes still on their way to the log: it takes their place
         // only once they are durable, so that it never holds a change that was refused.
         let appended = self.pending().appended;
@@ -88,6 +61,46 @@ impl Journal {
         }
         sync_dir(&self.dir)
     }
+}
+
+/// Emits records to the writer it is given: what a snapshot holds.
+pub(super) type Fill<'a> = dyn FnMut(&mut dyn FnMut(&Record)) + 'a;
+
+/// Writes a snapshot of `generation` to `temporary` and syncs it: the records `fill` emits,
+/// then the token reservation (read once they are all written, so that it covers every token
+/// they hold), then the trailer.
+pub(super) fn write_snapshot(
+    temporary: &Path,
+    generation: u64,
+    reserved_now: u64,
+    fill: &mut Fill<'_>,
+    reserved_after: &dyn Fn() -> u64,
+) -> Result<(), StoreError> {
+    let file = File::create(temporary).map_err(StoreError::io(temporary, "create"))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let header = FileHeader { kind: FileKind::Snapshot, generation, reserved: reserved_now };
+    let mut failed = out.write_all(&header.encode()).err();
+    let mut buffer = Vec::with_capacity(4096);
+    let (mut count, mut crc) = (0u64, crc32fast::Hasher::new());
+    let mut write = |record: &Record| {
+        buffer.clear();
+        record.encode_into(&mut buffer);
+        count += 1;
+        crc.update(&buffer);
+        if failed.is_none() {
+            failed = out.write_all(&buffer).err();
+        }
+    };
+    fill(&mut write);
+    write(&Record::Reserve { ceiling: reserved_after() });
+    let trailer = encode_trailer(count, crc.finalize());
+    if let Some(error) = failed.or_else(|| out.write_all(&trailer).err()) {
+        let _ = fs::remove_file(temporary);
+        return Err(StoreError::io(temporary, "write the snapshot")(error));
+    }
+    let file =
+        out.into_inner().map_err(|e| StoreError::io(temporary, "write the snapshot")(e.into_error()))?;
+    file.sync_all().map_err(StoreError::io(temporary, "sync the snapshot"))
 }
 
 /// The generation the writer appends to now.

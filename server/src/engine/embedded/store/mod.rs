@@ -28,11 +28,13 @@ mod format;
 mod log_file;
 mod records;
 mod recovery;
+mod repair;
 mod writer;
 
 pub use error::StoreError;
 pub use records::Record;
 pub use recovery::Recovered;
+pub use repair::{repair, Repaired};
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -112,19 +114,7 @@ impl Journal {
     /// Opens (creating if needed) the data dir, takes its lock, recovers its state, and
     /// starts the writer and compaction threads.
     pub fn open(dir: &Path, compact_after: u64) -> Result<(Arc<Journal>, Recovered), StoreError> {
-        fs::create_dir_all(dir).map_err(StoreError::io(dir, "create the data dir"))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(StoreError::io(&lock_path, "open"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(StoreError::InUse { path: dir.to_path_buf() }),
-            Err(TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, "lock")(e)),
-        }
+        let lock = lock_dir(dir)?;
         let (recovered, generation) = recovery::recover(dir)?;
         let generation = generation + 1;
         let log = LogFile::create(dir, generation, recovered.max_token, max_ahead(compact_after))?;
@@ -284,6 +274,23 @@ impl Journal {
     pub fn close(&self) {
         self.pending().closed = true;
         self.wake.notify_one();
+    }
+}
+
+/// Creates the data dir if needed and takes its exclusive lock, held while the file is open.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    fs::create_dir_all(dir).map_err(StoreError::io(dir, "create the data dir"))?;
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(StoreError::io(&lock_path, "open"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(StoreError::InUse { path: dir.to_path_buf() }),
+        Err(TryLockError::Error(e)) => Err(StoreError::io(&lock_path, "lock")(e)),
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    fn apply(&mut self, record: Record) {
+    pub(super) fn apply(&mut self, record: Record) {
         match record {
             Record::Hold { ref resource, token, .. } => {
                 self.max_token = self.max_token.max(token);
