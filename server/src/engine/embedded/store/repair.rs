@@ -37,11 +37,22 @@ pub struct Repaired {
 pub fn repair(dir: &Path) -> Result<Repaired, StoreError> {
     let _lock = lock_dir(dir)?;
     let files = list_files(dir)?;
+    // The newest snapshot that is whole holds everything before it (and older files may hold
+    // holds released since): start there. Without one, everything is replayed.
+    let base = files
+        .iter()
+        .filter(|(kind, _, path)| *kind == StoreFile::Snapshot && whole_snapshot(path))
+        .map(|(_, generation, _)| *generation)
+        .max()
+        .unwrap_or(0);
     let mut recovered = Recovered::default();
     let mut dropped = Vec::new();
     let mut expected =
         files.iter().filter(|(kind, ..)| *kind != StoreFile::Temporary).map(|(_, g, _)| *g).min();
     for (kind, generation, path) in &files {
+        if *generation < base || (*kind == StoreFile::Snapshot && *generation != base && base > 0) {
+            continue;
+        }
         match kind {
             StoreFile::Temporary => continue,
             StoreFile::Snapshot => {}
@@ -80,6 +91,16 @@ pub fn repair(dir: &Path) -> Result<Repaired, StoreError> {
     LogFile::create(dir, generation, reserved, 64 << 10)?;
     sync_dir(dir)?;
     Ok(Repaired { kept, dropped, moved_to, reserved })
+}
+
+/// Whether a snapshot's header and trailer both check out.
+fn whole_snapshot(path: &Path) -> bool {
+    let Ok(bytes) = fs::read(path) else { return false };
+    let Ok(Header::Current(_)) = read_header(&bytes) else { return false };
+    match read_trailer(&bytes[HEADER_LEN.min(bytes.len())..]) {
+        Some((_, crc)) => crc32fast::hash(&bytes[HEADER_LEN..bytes.len() - TRAILER_LEN]) == crc,
+        None => false,
+    }
 }
 
 /// Applies every record of one file that still reads, skipping over what does not.
