@@ -47,8 +47,8 @@ pub fn repair(dir: &Path) -> Result<Repaired, StoreError> {
         .unwrap_or(0);
     let mut recovered = Recovered::default();
     let mut dropped = Vec::new();
-    let mut expected =
-        files.iter().filter(|(kind, ..)| *kind != StoreFile::Temporary).map(|(_, g, _)| *g).min();
+    // Logs follow from the snapshot's generation on (or from 1).
+    let mut expected = Some(base.max(1));
     for (kind, generation, path) in &files {
         if *generation < base || (*kind == StoreFile::Snapshot && *generation != base && base > 0) {
             continue;
