@@ -242,3 +242,23 @@ fn a_commit_torn_by_a_crash_is_dropped_and_the_rest_kept() {
     assert!(!recovered.slots.keys().any(|name| name.starts_with("unacknowledged")));
     check(&dir).unwrap();
 }
+
+/// `--repair` on a dir recovery refuses: what still reads is kept, the rest reported, and the
+/// result recovers with a reservation far above every token.
+#[test]
+fn repair_keeps_what_reads_and_recovery_then_accepts_it() {
+    let log = pristine().files.iter().position(|(n, _)| n.starts_with("log-")).unwrap();
+    let dir = damaged_copy("repair", log, |bytes| {
+        bytes[super::format::HEADER_LEN + 20] ^= 0x01; // inside the log's first frame
+        true
+    });
+    assert!(recover(&dir).is_err());
+    let repaired = super::repair(&dir).unwrap();
+    assert_eq!(repaired.kept as u64, BEFORE + AFTER - 1, "one frame, one hold, is lost");
+    assert_eq!(repaired.dropped.len(), 1, "{:?}", repaired.dropped);
+    assert!(repaired.moved_to.join("log-00000000000000000002.db").exists());
+    let (recovered, _) = recover(&dir).unwrap();
+    assert_eq!(recovered.slots.len() as u64, BEFORE + AFTER - 1);
+    assert!(recovered.max_token > BEFORE + AFTER + (1 << 31));
+    fs::remove_dir_all(&dir).unwrap();
+}
