@@ -97,7 +97,7 @@ pub struct Config {
     pub workers: Option<usize>,
 
     /// Salvage a damaged --data-dir, then exit without serving: keep every record that still
-    /// reads, move the old files into damaged-<time>/ (never deleted), report what was dropped.
+    /// reads, move the old files into `damaged-<time>/` (never deleted), report what was dropped.
     /// Only on this explicit request: the server never does it by itself.
     #[arg(long)]
     pub repair: bool,

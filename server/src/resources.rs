@@ -24,7 +24,7 @@ impl Resources {
         Resources { files, memory: memory_bytes() }
     }
 
-    /// The default cap on locks: one per [`BYTES_PER_LOCK`] of memory.
+    /// The default cap on locks: one per `BYTES_PER_LOCK` of memory.
     pub fn default_max_locks(&self) -> usize {
         match self.memory {
             0 => 1_000_000,

@@ -1,7 +1,7 @@
 //! The etcd backend: lockserver instances as stateless gateways in front of an etcd cluster.
 //!
 //! Every gateway on the same etcd cluster and key prefix serves one lock space. The state lives
-//! in etcd only (see [`keys`] for the layout); a gateway keeps nothing but timers and the
+//! in etcd only (see `keys.rs` for the layout); a gateway keeps nothing but timers and the
 //! requests it is serving, so any gateway can die and clients go on through another.
 //!
 //! - Granting is one etcd transaction: "if nobody holds the lock and nobody queues for it, write

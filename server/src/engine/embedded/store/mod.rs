@@ -3,20 +3,22 @@
 //!
 //! The in-memory lock table stays the source of truth; every change to it appends the new
 //! state of what changed to the [`Journal`], and the request that made the change is answered
-//! only once [`Journal::sync`] says the bytes are on disk. One writer thread (`writer.rs`)
-//! writes and `fdatasync`s whatever has accumulated since its last flush, so concurrent
-//! changes share one sync (group commit).
+//! only once [`Journal::wait_written`] says its bytes are on disk. One writer thread
+//! (`writer.rs`) writes and `fdatasync`s whatever has accumulated since its last flush, as one
+//! frame, so concurrent changes share one sync (group commit). When a write fails, `failure.rs`
+//! takes over: nothing not on disk survives, and the writer retries until the disk takes writes.
 //!
-//! Files in the data dir, by generation `G`:
-//! - `snapshot-G.db`: the whole state, at least as new as every log older than `G`. Written
-//!   to a `.tmp` file, synced, then renamed into place (`compaction.rs`).
-//! - `log-G.db`: records appended after generation `G` began (`log_file.rs`).
+//! Files in the data dir, by generation `G` (their layout is `format.rs`):
+//! - `snapshot-G.db`: the whole state, at least as new as every log older than `G`, ended by a
+//!   trailer. Written to a `.tmp` file, synced, then renamed into place (`compaction.rs`).
+//! - `log-G.db`: frames of records appended after generation `G` began (`log_file.rs`).
 //! - `LOCK`: held with an exclusive file lock while a server uses the dir.
 //!
 //! Recovery (`recovery.rs`) loads the newest snapshot and replays every log of its generation
-//! or later. A log is zero-filled ahead of its last record, so zeros end it. A record cut short
-//! at the end of a log (a crash mid-write) is dropped: it was never acknowledged. Damage
-//! anywhere else stops the server with a message naming the file.
+//! or later. A log is zero-filled ahead of its last frame, so zeros end it. A frame torn by a
+//! crash at the end of the newest log is dropped: it was never acknowledged. Anything else that
+//! does not read stops the server with a message naming the file; `repair.rs` salvages such a
+//! dir when the operator asks.
 
 mod compaction;
 #[cfg(test)]
