@@ -199,6 +199,14 @@ pub fn read_trailer(bytes: &[u8]) -> Option<(u64, u32)> {
         .then(|| (u64_at(trailer, 4).expect("16 bytes"), u32_at(trailer, 12).expect("16 bytes")))
 }
 
+/// Splits what follows a snapshot's header into its records and its trailer: the records, the
+/// count the trailer gives, and whether their checksum matches it. `None` without a trailer.
+pub fn split_trailer(after_header: &[u8]) -> Option<(&[u8], u64, bool)> {
+    let (count, crc) = read_trailer(after_header)?;
+    let records = &after_header[..after_header.len() - TRAILER_LEN];
+    Some((records, count, crc32fast::hash(records) == crc))
+}
+
 /// Whether a torn write could explain the bad frame at `at` of the newest log: some
 /// sector-aligned block it covers reads as zeros from `at` on (a sector that never reached the
 /// disk), only zeros follow it, and it is not a whole frame whose length field was damaged.

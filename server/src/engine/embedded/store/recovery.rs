@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    read_frame, read_header, read_trailer, torn_at, FileKind, Frame, Header, HeaderError, HEADER_LEN,
-    LEGACY_HEADER_LEN, TRAILER_LEN,
+    read_frame, read_header, split_trailer, torn_at, FileKind, Frame, Header, HeaderError, HEADER_LEN,
+    LEGACY_HEADER_LEN,
 };
 use super::log_file::MIN_AHEAD;
 use super::records::{claimed_len, read_record, Read, Record};
@@ -173,11 +173,10 @@ fn replay_snapshot(path: &Path, generation: u64, recovered: &mut Recovered) -> R
     let (bytes, header) = read_file(path, FileKind::Snapshot, generation)?;
     let Header::Current(header) = header else { return replay_legacy(path, &bytes, false, recovered) };
     let damaged = |problem: String| StoreError::Damaged { path: path.to_path_buf(), problem };
-    let Some((count, crc)) = read_trailer(&bytes[HEADER_LEN..]) else {
+    let Some((body, count, checksum_matches)) = split_trailer(&bytes[HEADER_LEN..]) else {
         return Err(damaged("has no trailer: it was cut short (or is corrupt at its end)".into()));
     };
-    let body = &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN];
-    if crc32fast::hash(body) != crc {
+    if !checksum_matches {
         return Err(damaged("is corrupt: its records do not match its trailer's checksum".into()));
     }
     let (mut at, mut seen) = (0, 0u64);

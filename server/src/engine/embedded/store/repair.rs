@@ -9,9 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::compaction::write_snapshot;
-use super::format::{
-    read_frame, read_header, read_trailer, Frame, Header, HEADER_LEN, LEGACY_HEADER_LEN, TRAILER_LEN,
-};
+use super::format::{read_frame, read_header, split_trailer, Frame, Header, HEADER_LEN, LEGACY_HEADER_LEN};
 use super::log_file::{sync_dir, LogFile};
 use super::records::{read_record, Read, Record};
 use super::recovery::{list_files, StoreFile};
@@ -97,10 +95,7 @@ pub fn repair(dir: &Path) -> Result<Repaired, StoreError> {
 fn whole_snapshot(path: &Path) -> bool {
     let Ok(bytes) = fs::read(path) else { return false };
     let Ok(Header::Current(_)) = read_header(&bytes) else { return false };
-    match read_trailer(&bytes[HEADER_LEN.min(bytes.len())..]) {
-        Some((_, crc)) => crc32fast::hash(&bytes[HEADER_LEN..bytes.len() - TRAILER_LEN]) == crc,
-        None => false,
-    }
+    matches!(split_trailer(&bytes[HEADER_LEN..]), Some((_, _, true)))
 }
 
 /// Applies every record of one file that still reads, skipping over what does not.
@@ -118,8 +113,10 @@ fn salvage(path: &Path, bytes: &[u8], is_log: bool, recovered: &mut Recovered, d
         }
     };
     // A snapshot's trailer is not a record.
-    let trailer = !is_log && start == HEADER_LEN && read_trailer(&bytes[start..]).is_some();
-    let bytes = if trailer { &bytes[..bytes.len() - TRAILER_LEN] } else { bytes };
+    let bytes = match split_trailer(&bytes[start..]) {
+        Some((records, ..)) if !is_log && start == HEADER_LEN => &bytes[..start + records.len()],
+        _ => bytes,
+    };
     let mut at = start;
     let mut bad_from: Option<usize> = None;
     while at < bytes.len() {
