@@ -80,12 +80,17 @@ impl LogFile {
         self.end
     }
 
+    /// How far an extension needed at `end` zero-fills: as much again as the log holds, within
+    /// bounds, to a multiple of [`MIN_AHEAD`].
+    fn zero_ahead_of(&self, end: u64) -> u64 {
+        (end + end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD)
+    }
+
     /// After a failed write: zeros over whatever it left after the last synced frame, and as
     /// far ahead as the next commit needs, synced: the log ends where it did before the
     /// failure, and the disk has shown it takes writes again.
     pub(super) fn reset_to_durable(&mut self) -> Result<(), StoreError> {
-        let ahead = (self.end + self.end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD);
-        let zeroed = self.zeroed.max(ahead).max(self.wanted);
+        let zeroed = self.zeroed.max(self.zero_ahead_of(self.end)).max(self.wanted);
         let zeros = vec![0; (zeroed - self.end) as usize];
         self.file
             .write_all_at(&zeros, self.end)
@@ -116,7 +121,7 @@ impl LogFile {
             // Zero ahead first, in a sync of its own, so that no frame ever lies beyond what a
             // crash leaves of the file. It zeroes as much as the log already holds (within
             // bounds): a log that stays small writes little; a busy one extends rarely.
-            let zeroed = (end + end.clamp(MIN_AHEAD, self.max_ahead)).next_multiple_of(MIN_AHEAD);
+            let zeroed = self.zero_ahead_of(end);
             let zeros = vec![0; (zeroed - self.zeroed) as usize];
             self.wanted = zeroed;
             self.file
