@@ -157,15 +157,13 @@ pub struct ListRequest {
 }
 
 impl ListRequest {
-    /// Cuts `locks` (in name order, up to `limit + 1` of them) to the page this request asks
-    /// for, leaving values out if asked; `next` names the last lock listed when more follow.
+    /// Cuts `locks` (in name order, up to `limit + 1` of them, values already left out if the
+    /// request asks so) to the page this request asks for; `next` names the last lock listed
+    /// when more follow.
     pub fn page(&self, mut locks: Vec<LockInfo>) -> LockPage {
         let mut bytes = 0;
         let mut keep = 0;
-        for lock in locks.iter_mut().take(self.limit) {
-            if !self.values {
-                lock.value = None;
-            }
+        for lock in locks.iter().take(self.limit) {
             bytes += lock.value.as_ref().map_or(0, String::len);
             if keep > 0 && bytes > self.max_bytes {
                 break;
