@@ -24,7 +24,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("bare-server") => {
-            bare::run(args.next().unwrap_or_default()).expect("the bare server");
+            bare::run(args.next().unwrap_or_default(), args.next()).expect("the bare server");
             return;
         }
         // `cycles ADDR N SECONDS`: one uncontended figure against a running server, for profiling.
@@ -94,7 +94,7 @@ fn main() {
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
-/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `clients`, `etcd`, `durability`,
+/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`, `durability`,
 /// `redis`; Redis needs `uncontended` too). `LOCKSERVER_BENCH_BASELINE` names a lockserver binary
 /// that `durability` measures the durable store against.
 fn wanted(name: &str) -> bool {
@@ -131,6 +131,10 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
     if wanted("held") {
         eprintln!("held locks...");
         scenarios::million(binary, data, locks, &mut out).await;
+    }
+    if wanted("caps") {
+        eprintln!("memory at the caps...");
+        scenarios::at_the_caps(binary, &mut out).await;
     }
     if wanted("clients") {
         eprintln!("language clients...");

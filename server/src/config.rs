@@ -115,6 +115,13 @@ pub struct Config {
     /// (default: half the file descriptors, whose limit the server raises to the maximum).
     #[arg(long, env = "LOCKSERVER_MAX_WAITERS")]
     pub max_waiters: Option<usize>,
+
+    /// The most memory locks and queued waiters may take, counting their names, owners, values
+    /// and connections (`512MiB`, `4GiB`, or bytes); beyond, changes that would take more answer
+    /// 503 `too_many` (default: half the memory the process may use: its cgroup's limit, or the
+    /// machine's memory).
+    #[arg(long, env = "LOCKSERVER_MAX_MEMORY", value_parser = parse_size)]
+    pub max_memory: Option<usize>,
 }
 
 /// Which backend keeps the locks.
@@ -235,9 +242,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Duration::try_from_secs_f64(number * scale).map_err(|_| DurationError::OutOfRange(text.to_string()))
 }
 
+/// A size flag that cannot be read.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("`{0}` is not a size: use bytes, or a number with KiB, MiB or GiB")]
+pub struct SizeError(String);
+
+/// Parses `1048576`, `512KiB`, `64MiB` or `4GiB` into bytes.
+pub fn parse_size(text: &str) -> Result<usize, SizeError> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        _ => return Err(SizeError(text.to_string())),
+    };
+    let number: usize = number.parse().map_err(|_| SizeError(text.to_string()))?;
+    number.checked_mul(1 << shift).ok_or_else(|| SizeError(text.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
 
     #[test]
     fn durations_parse_with_and_without_units() {

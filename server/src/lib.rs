@@ -51,6 +51,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     let capacity = Capacity {
         max_locks: config.max_locks.unwrap_or_else(|| resources.default_max_locks()),
         max_waiters: config.max_waiters.unwrap_or_else(|| resources.default_max_waiters()),
+        max_memory: config.max_memory.unwrap_or_else(|| resources.default_max_memory()),
     };
     let settings = HttpSettings {
         addr: SocketAddr::new(config.bind, config.port),
@@ -91,6 +92,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         value_retention = ?config.value_retention,
         max_locks = capacity.max_locks,
         max_waiters = capacity.max_waiters,
+        max_memory = capacity.max_memory,
         open_files = resources.files,
         secrets = secrets.len(),
         "lockserver started"

@@ -17,6 +17,8 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     token: String,
     prefixes: AtomicU64,
+    /// Flags every member gets besides the cluster's own.
+    extra: Vec<String>,
 }
 
 struct Member {
@@ -47,6 +49,11 @@ impl EtcdCluster {
 
     /// Starts a cluster of `size` members and waits until it is healthy.
     pub fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(size, &[])
+    }
+
+    /// [`Self::start`], each member also given `extra` flags (`--quota-backend-bytes`, ...).
+    pub fn start_with(size: usize, extra: &[&str]) -> EtcdCluster {
         static COUNT: AtomicU64 = AtomicU64::new(0);
         let token =
             format!("lockserver-test-{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
@@ -59,7 +66,8 @@ impl EtcdCluster {
                 process: Mutex::new(None),
             })
             .collect();
-        let cluster = EtcdCluster { members, token, prefixes: AtomicU64::new(0) };
+        let extra = extra.iter().map(|flag| flag.to_string()).collect();
+        let cluster = EtcdCluster { members, token, prefixes: AtomicU64::new(0), extra };
         for index in 0..size {
             cluster.spawn(index);
         }
@@ -126,6 +134,7 @@ impl EtcdCluster {
         let mut watchdog = Command::new("sh")
             .args(["-c", script, "etcd-watchdog"])
             .args(args)
+            .args(&self.extra)
             .env("WATCHED_DATA_DIR", member.dir.arg())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,5 +1,6 @@
 //! The etcd backend under failure, each test on a cluster of its own: etcd down and back, and
-//! clients contending through two gateways while an etcd member and a gateway crash.
+//! clients contending through two gateways while an etcd member and a gateway crash, and
+//! etcd's database full.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,30 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn gateway(cluster: &EtcdCluster, prefix: &str) -> TestServer {
     let flags = cluster.gateway_flags(prefix);
     TestServer::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// etcd's quota is what bounds the etcd backend: once etcd's database is full, acquires answer
+/// 503 `too_many` naming the quota (not `unavailable`: retrying at once will not help), and
+/// what is held stays readable.
+#[tokio::test]
+async fn a_full_etcd_answers_too_many() {
+    let _serial = SERIAL.lock().await;
+    let cluster = EtcdCluster::start_with(1, &["--quota-backend-bytes", &(2u64 << 20).to_string()]);
+    let server = gateway(&cluster, "full/");
+    let api = server.api();
+    let value = "v".repeat(60_000);
+    let mut refused = None;
+    for i in 0..200 {
+        let answer = api.acquire(json!({"resource": format!("f{i}"), "owner": "o", "value": value})).await;
+        if answer.status != 200 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("2 MiB of etcd quota holds fewer than 200 values of 60 KB");
+    refused.assert_error(503, "too_many");
+    assert!(refused.body["message"].as_str().unwrap().contains("quota-backend-bytes"), "{:?}", refused.body);
+    assert_eq!(api.inspect("f0").await.body["owner"], "o");
 }
 
 /// With etcd down, requests and `/health` answer 503 `unavailable` (no false grants); once it

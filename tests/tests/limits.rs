@@ -107,3 +107,54 @@ async fn durations_below_a_millisecond_are_refused() {
         200
     );
 }
+
+/// Large values cannot exhaust memory under the count caps: `--max-memory` bounds what locks and
+/// waiters take, values included. A refused change leaves the state as it was; freed memory is
+/// given back; the cap holds after a restart of the durable store.
+#[tokio::test]
+async fn the_memory_cap_bounds_values_and_waiters() {
+    let dir = lockserver_tests::TempDir::new("max-memory");
+    let args = ["--secret", "s", "--data-dir", dir.arg(), "--max-memory", "1MiB"];
+    let server = TestServer::start_raw(&args, Some("s".into()));
+    let api = server.api();
+    let value = "v".repeat(60_000);
+    let mut held = 0;
+    loop {
+        let answer = api.acquire(json!({"resource": format!("m{held}"), "owner": "o", "value": value})).await;
+        if answer.status != 200 {
+            answer.assert_error(503, "too_many");
+            assert!(answer.body["message"].as_str().unwrap().contains("--max-memory"), "{:?}", answer.body);
+            break;
+        }
+        held += 1;
+        assert!(held < 100, "1 MiB holds fewer than 100 values of 60 KB");
+    }
+    assert!((14..=17).contains(&held), "{held} values of 60 KB under 1 MiB");
+    api.inspect(&format!("m{held}")).await.assert_error(404, "not_held");
+
+    // A refresh that would grow past the cap is refused and changes nothing.
+    let small = json!({"resource": "m0", "owner": "o", "value": "small"});
+    assert_eq!(api.post("/refresh", small).await.status, 200);
+    assert_eq!(api.acquire(json!({"resource": "x", "owner": "o", "value": value})).await.status, 200);
+    let grow = json!({"resource": "m0", "owner": "o", "value": "w".repeat(60_000)});
+    api.post("/refresh", grow.clone()).await.assert_error(503, "too_many");
+    assert_eq!(api.inspect("m0").await.body["value"], "small");
+    // Memory comes back when a lock and its value go.
+    api.release(json!({"resource": "m1", "owner": "o", "keep_value": false})).await;
+    assert_eq!(api.post("/refresh", grow).await.status, 200);
+    assert_eq!(api.inspect("m0").await.body["value"].as_str().unwrap().len(), 60_000);
+
+    // A waiter is charged for its value (and its connection) while it waits.
+    let waiter = api.acquire(json!({"resource": "m0", "owner": "w", "value": value, "wait": 5})).await;
+    waiter.assert_error(503, "too_many");
+    assert_eq!(api.get("/health").await.status, 200);
+
+    // After a restart the store counts what it recovered against the same cap.
+    drop(server);
+    let server = TestServer::start_raw(&args, Some("s".into()));
+    let api = server.api();
+    let refused = api.acquire(json!({"resource": "after", "owner": "o", "value": value})).await;
+    refused.assert_error(503, "too_many");
+    api.release(json!({"resource": "m0", "owner": "o", "keep_value": false})).await;
+    assert_eq!(api.acquire(json!({"resource": "after", "owner": "o", "value": value})).await.status, 200);
+}

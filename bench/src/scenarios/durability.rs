@@ -46,6 +46,12 @@ pub async fn durability(binary: &Path, data: &Path, out: &mut String) {
         let server = Server::lockserver(baseline, SECRET, &Storage::Durable(data.join("baseline")));
         subjects.push(("durable, baseline build", Subject::Ours(server)));
     }
+    let bench = std::env::current_exe().expect("the bench binary");
+    subjects.push(("HTTP ceiling", Subject::Ours(Server::start(&bench, &["bare-server", SECRET]))));
+    let journal = data.join("bare-journal");
+    let journal = journal.to_str().expect("a UTF-8 path");
+    let fsync_ceiling = Server::start(&bench, &["bare-server", SECRET, journal]);
+    subjects.push(("HTTP + fdatasync ceiling", Subject::Ours(fsync_ceiling)));
     let aof_dir = data.join("redis-aof");
     std::fs::create_dir_all(&aof_dir).expect("a dir for Redis");
     let aof =
@@ -60,6 +66,9 @@ pub async fn durability(binary: &Path, data: &Path, out: &mut String) {
     for round in 0..ROUNDS {
         for (c, n) in COUNTS.into_iter().enumerate() {
             for (s, (name, subject)) in subjects.iter().enumerate() {
+                if *name == "HTTP + fdatasync ceiling" && n > 1 {
+                    continue; // one fdatasync per request: a ceiling only without group commit
+                }
                 let rate = subject.cycles(n, &format!("{}-{round}-{n}", name.replace([' ', ','], ""))).await;
                 best[s][c] = best[s][c].max(rate);
             }
@@ -109,6 +118,41 @@ pub async fn durability(binary: &Path, data: &Path, out: &mut String) {
         ]);
     }
     table.write(out);
+
+    out.push_str(
+        "What HTTP itself allows, in the same rounds: the bare server (`lockserver-bench bare-server`: \
+         the same routes, JSON parsing and secret check, a fixed answer, no lock logic), and at one \
+         client the bare server appending each request to a file and `fdatasync`ing it before \
+         answering, as Redis AOF does. Where a ceiling is below Redis, no lock logic can reach \
+         Redis over this HTTP stack.\n\n",
+    );
+    let mut ceilings = Table::new(&[
+        "N",
+        "HTTP ceiling",
+        "memory / ceiling",
+        "ceiling / Redis plain",
+        "HTTP + fdatasync ceiling",
+        "durable / that",
+        "that / Redis AOF always",
+    ]);
+    for (c, n) in COUNTS.into_iter().enumerate() {
+        let ceiling = rate("HTTP ceiling", c).unwrap_or(0.0);
+        let fsync = rate("HTTP + fdatasync ceiling", c).filter(|_| n == 1);
+        let of = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => String::new(),
+        };
+        ceilings.row([
+            n.to_string(),
+            format!("{ceiling:.0}"),
+            of(rate("memory", c), Some(ceiling)),
+            of(Some(ceiling), rate("Redis, no persistence", c)),
+            fsync.map_or(String::new(), |fsync| format!("{fsync:.0}")),
+            of(rate("durable", c), fsync),
+            of(fsync, rate("Redis AOF, fsync always", c)),
+        ]);
+    }
+    ceilings.write(out);
     if baseline.is_none() {
         out.push_str("No baseline build given (`LOCKSERVER_BENCH_BASELINE=/path/to/lockserver`): its columns are empty.\n\n");
     }

@@ -7,6 +7,7 @@ mod contended;
 mod durability;
 mod etcd;
 mod held;
+mod resources;
 mod throughput;
 mod waiting;
 
@@ -15,5 +16,6 @@ pub use contended::contended;
 pub use durability::durability;
 pub use etcd::etcd;
 pub use held::million;
+pub use resources::at_the_caps;
 pub use throughput::{generator_ceiling, redis, uncontended};
 pub use waiting::{expiries, parked};

@@ -94,8 +94,7 @@ pub fn bind(
             .app_data(secrets.clone())
             .app_data(body_timeout.clone())
             .configure(routes)
-            // The last wrapped runs first: the secret is checked before the body is read.
-            .wrap(from_fn(body::read_in_time))
+            // The secret is checked before any handler reads the body.
             .wrap(from_fn(auth::require_secret))
     })
     // A client that closes its connection while queued for a lock leaves the queue: the

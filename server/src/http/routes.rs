@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use actix_web::error::JsonPayloadError;
 use actix_web::web::{self, Data, Json, Path, Query};
 use actix_web::HttpResponse;
 use lockserver_protocol::bodies::{
@@ -14,21 +13,20 @@ use lockserver_protocol::bodies::{
 use lockserver_protocol::codes::ErrorCode;
 use lockserver_protocol::limits::MAX_BODY_LEN;
 
+use super::body::Body;
 use super::error::{ApiError, Result};
 use super::{replies, validate, AppState};
 
 /// Every route of the API.
 pub fn routes(config: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default()
-        .limit(MAX_BODY_LEN)
-        .content_type_required(false)
-        .error_handler(|error, _| json_error(error).into());
+    // What `Body` reads at most (beyond, 413 `too_large`).
+    let payload = web::PayloadConfig::new(MAX_BODY_LEN);
     let path =
         web::PathConfig::default().error_handler(|error, _| ApiError::bad_request(error.to_string()).into());
     let query =
         web::QueryConfig::default().error_handler(|error, _| ApiError::bad_request(error.to_string()).into());
     config
-        .app_data(json)
+        .app_data(payload)
         .app_data(path)
         .app_data(query)
         .service(resource("/health").route(web::get().to(health)))
@@ -53,16 +51,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path)
         .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::MethodNotAllowed) }))
-}
-
-fn json_error(error: JsonPayloadError) -> ApiError {
-    match error {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::TooLarge { limit: MAX_BODY_LEN }
-        }
-        JsonPayloadError::Deserialize(error) => ApiError::bad_request(format!("invalid JSON body: {error}")),
-        other => ApiError::bad_request(format!("invalid request body: {other}")),
-    }
 }
 
 impl AppState {
@@ -99,7 +87,7 @@ async fn health(state: Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn acquire(state: Data<AppState>, body: Json<AcquireBody>) -> Result<Json<GrantReply>> {
+async fn acquire(state: Data<AppState>, body: Body<AcquireBody>) -> Result<Json<GrantReply>> {
     let mut body = body.into_inner();
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
     state.acquire(resource, body).await
@@ -108,12 +96,12 @@ async fn acquire(state: Data<AppState>, body: Json<AcquireBody>) -> Result<Json<
 async fn put_lock(
     state: Data<AppState>,
     resource: Path<String>,
-    body: Json<AcquireBody>,
+    body: Body<AcquireBody>,
 ) -> Result<Json<GrantReply>> {
     state.acquire(resource.into_inner(), body.into_inner()).await
 }
 
-async fn release(state: Data<AppState>, body: Json<ReleaseBody>) -> Result<Json<ReleasedReply>> {
+async fn release(state: Data<AppState>, body: Body<ReleaseBody>) -> Result<Json<ReleasedReply>> {
     let mut body = body.into_inner();
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
     state.release(resource, body).await
@@ -127,7 +115,7 @@ async fn delete_lock(
     state.release(resource.into_inner(), query.into_inner()).await
 }
 
-async fn refresh(state: Data<AppState>, body: Json<RefreshBody>) -> Result<Json<RefreshedReply>> {
+async fn refresh(state: Data<AppState>, body: Body<RefreshBody>) -> Result<Json<RefreshedReply>> {
     let mut body = body.into_inner();
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
     state.refresh(resource, body).await
@@ -136,7 +124,7 @@ async fn refresh(state: Data<AppState>, body: Json<RefreshBody>) -> Result<Json<
 async fn patch_lock(
     state: Data<AppState>,
     resource: Path<String>,
-    body: Json<RefreshBody>,
+    body: Body<RefreshBody>,
 ) -> Result<Json<RefreshedReply>> {
     state.refresh(resource.into_inner(), body.into_inner()).await
 }
@@ -150,7 +138,7 @@ async fn list(state: Data<AppState>, query: Query<ListQuery>) -> Result<Json<Loc
     Ok(Json(replies::lock_page(state.backend.list(request).await?)))
 }
 
-async fn grant_lease(state: Data<AppState>, body: Json<LeaseBody>) -> Result<Json<LeaseReply>> {
+async fn grant_lease(state: Data<AppState>, body: Body<LeaseBody>) -> Result<Json<LeaseReply>> {
     let ttl = validate::lease_ttl(&body, &state.limits)?;
     Ok(Json(replies::lease(state.backend.grant_lease(ttl).await?)))
 }

@@ -26,7 +26,7 @@ impl Shared {
 
     /// Fills the (empty, locked) shards from what the journal recovered.
     fn restore_into(&self, recovered: Recovered, shards: &mut [MutexGuard<'_, ShardState>]) {
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         let (now, wall) = (Instant::now(), wall_now_ms());
         let instant = |deadline_ms: u64| -> Option<Instant> {
             deadline_ms
@@ -79,10 +79,12 @@ impl Shared {
             }
             let state = &mut shards[self.shard_index(&key)];
             state.timers.update(&key, None, slot.deadline);
+            bytes += slot.footprint(&key);
             state.slots.insert(key, Box::new(slot));
             count += 1;
         }
         self.locks.store(count, Ordering::Relaxed);
+        self.memory.adjust(0, bytes);
     }
 
     /// Emits the whole state as records, one shard at a time, for a snapshot.

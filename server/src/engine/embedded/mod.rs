@@ -76,9 +76,12 @@ struct Shared {
     locks: AtomicUsize,
     /// The queued waiters.
     waiters: Counter,
-    /// The caps on both.
+    /// The bytes locks and waiters take (see [`footprint`](super::capacity::footprint)).
+    memory: Counter,
+    /// The caps on all three.
     max_locks: AtomicUsize,
     max_waiters: AtomicUsize,
+    max_memory: AtomicUsize,
 }
 
 impl EmbeddedBackend {
@@ -111,8 +114,10 @@ impl EmbeddedBackend {
             journal,
             locks: AtomicUsize::new(0),
             waiters: Counter::default(),
+            memory: Counter::default(),
             max_locks: AtomicUsize::new(usize::MAX),
             max_waiters: AtomicUsize::new(usize::MAX),
+            max_memory: AtomicUsize::new(usize::MAX),
         });
         shared.restore(recovered);
         expiry::spawn_timers(&shared);
@@ -121,10 +126,16 @@ impl EmbeddedBackend {
 }
 
 impl EmbeddedBackend {
-    /// Caps the locks and waiters this backend holds at once.
+    /// Caps the locks and waiters this backend holds at once, and the memory they take.
     pub fn limit(&self, capacity: Capacity) {
         self.shared.max_locks.store(capacity.max_locks, Ordering::Relaxed);
         self.shared.max_waiters.store(capacity.max_waiters, Ordering::Relaxed);
+        self.shared.max_memory.store(capacity.max_memory, Ordering::Relaxed);
+    }
+
+    /// The bytes its locks and waiters take, as `--max-memory` counts them.
+    pub fn memory_used(&self) -> usize {
+        self.shared.memory.used()
     }
 }
 

@@ -11,10 +11,13 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::engine::capacity::Permit;
+use crate::engine::capacity::{self, Permit, LOCK_OVERHEAD, WAITER_OVERHEAD};
 use crate::engine::{
     EngineError, FencingToken, Grant, LeaseId, Lifetime, LockInfo, RefreshRequest, Refreshed, Result,
 };
+
+/// What `too_many` names when `--max-memory` is reached.
+const MEMORY: &str = "bytes of locks and waiters (--max-memory)";
 
 /// Everything the table knows about one resource, kept small: a million of them must fit
 /// in a few hundred megabytes. Invariant: waiters are queued only while the lock is held.
@@ -52,6 +55,8 @@ pub(super) struct Waiter {
     pub(super) reply: oneshot::Sender<Handoff>,
     /// Counts the waiter against `--max-waiters` while it is queued.
     _permit: Permit,
+    /// Counts its bytes against `--max-memory` while it is queued.
+    _memory: Permit,
 }
 
 /// What an acquire did at once.
@@ -108,6 +113,7 @@ impl<'a> SlotCx<'a> {
         value: Option<String>,
         may_queue: bool,
     ) -> Result<Acquired> {
+        let value_len = value.as_ref().map_or(0, String::len);
         let Some(holder) = &self.slot.holder else {
             let max = self.shared.max_locks.load(Ordering::Relaxed);
             if self.fresh && self.shared.locks.load(Ordering::Relaxed) >= max {
@@ -115,9 +121,11 @@ impl<'a> SlotCx<'a> {
                     "this server already holds {max} locks, its cap (--max-locks); retry later"
                 )));
             }
+            self.admit(capacity::footprint(LOCK_OVERHEAD, &[self.name.len(), owner.len(), value_len]))?;
             return self.grant(owner, lifetime, value).map(Acquired::Granted);
         };
         if *holder.owner == *owner {
+            self.admit(value_len)?;
             return self.renew(lifetime, value).map(Acquired::Granted);
         }
         if !may_queue {
@@ -131,10 +139,29 @@ impl<'a> SlotCx<'a> {
         }
         let max = self.shared.max_waiters.load(Ordering::Relaxed);
         let permit = self.shared.waiters.take(max, "queued waiters (--max-waiters)")?;
+        let bytes = capacity::footprint(WAITER_OVERHEAD, &[owner.len(), value_len]);
+        let memory = self.shared.memory.take_many(bytes, self.max_memory(), MEMORY)?;
         let id = self.shared.last_waiter.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, receiver) = oneshot::channel();
-        self.slot.queue().push_back(Waiter { id, owner, lifetime, value, reply, _permit: permit });
+        self.slot.queue().push_back(Waiter {
+            id,
+            owner,
+            lifetime,
+            value,
+            reply,
+            _permit: permit,
+            _memory: memory,
+        });
         Ok(Acquired::Queued { name: self.name.clone(), id, reply: receiver })
+    }
+
+    /// Refuses, with `too_many`, a change that would take `bytes` more than `--max-memory` allows.
+    fn admit(&self, bytes: usize) -> Result<()> {
+        self.shared.memory.check(bytes, self.max_memory(), MEMORY)
+    }
+
+    fn max_memory(&self) -> usize {
+        self.shared.max_memory.load(Ordering::Relaxed)
     }
 
     /// Makes `owner` the holder of the free lock under a new fencing token.
@@ -220,6 +247,7 @@ impl<'a> SlotCx<'a> {
         if under_lease && request.expire.is_some() {
             return Err(EngineError::LeaseBound);
         }
+        self.admit(request.value.as_ref().map_or(0, String::len))?;
         if let Some(expire) = request.expire {
             self.slot.deadline = Some(self.now + expire);
         }
@@ -334,6 +362,13 @@ impl Slot {
     /// Whether the slot holds nothing worth keeping.
     pub(super) fn is_vacant(&self) -> bool {
         self.holder.is_none() && self.value.is_none() && self.waiters.is_none()
+    }
+
+    /// The bytes the slot of `name` counts against `--max-memory` (its waiters count their own).
+    pub(super) fn footprint(&self, name: &str) -> usize {
+        let owner = self.holder.as_ref().map_or(0, |holder| holder.owner.len());
+        let value = self.value.as_ref().map_or(0, |value| value.len());
+        capacity::footprint(LOCK_OVERHEAD, &[name.len(), owner, value])
     }
 
     /// The held lock as inspection shows it; `None` when free or past its deadline.

@@ -95,6 +95,7 @@ impl Shared {
         };
         let slot = state.slots.get_mut(name).expect("the slot was just found or inserted");
         let before = slot.deadline;
+        let bytes_before = if fresh { 0 } else { slot.footprint(&key) };
         let now = Instant::now();
         let unsynced = state.unsynced.get(name).copied().unwrap_or(0);
         let mut cx = SlotCx::new(slot, &key, self, now, unsynced, fresh);
@@ -109,6 +110,7 @@ impl Shared {
         }
         let after = cx.slot.deadline;
         let vacant = cx.slot.is_vacant();
+        self.memory.adjust(bytes_before, if vacant { 0 } else { cx.slot.footprint(&key) });
         state.timers.update(&key, before, after);
         if position > 0 {
             if state.unsynced.len() >= UNSYNCED_KEPT {

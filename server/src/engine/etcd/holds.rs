@@ -12,7 +12,7 @@ use etcd_client::{
 use super::keys::{decode, encode, lease_name, lease_number, HoldRecord, WaiterRecord};
 use super::reads::{gets, revision, Hold};
 use super::timers::Due;
-use super::{lease_not_found, unavailable, Inner};
+use super::{etcd_error, lease_not_found, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{
     AcquireRequest, EngineError, FencingToken, Grant, Lifetime, RefreshRequest, Refreshed, Result,
@@ -210,7 +210,7 @@ impl Inner {
                 self.backstops.forget(binding.etcd_lease);
                 Err(EngineError::Unavailable("a backstop lease expired before use; retry".into()))
             }
-            other => other.map_err(unavailable),
+            other => other.map_err(etcd_error),
         }
     }
 

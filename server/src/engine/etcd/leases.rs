@@ -11,7 +11,7 @@ use super::keys::{decode, encode, lease_name, lease_number, LeaseRecord};
 use super::reads::{ms_left, revision};
 use super::session::keep_alive_once;
 use super::timers::Due;
-use super::{lease_not_found, unavailable, Inner};
+use super::{etcd_error, lease_not_found, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, LeaseId, LeaseInfo, Result};
 
@@ -19,14 +19,14 @@ impl Inner {
     pub(super) async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
         let inner = self;
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let id = inner.client.clone().lease_grant(seconds, None).await.map_err(unavailable)?.id();
+        let id = inner.client.clone().lease_grant(seconds, None).await.map_err(etcd_error)?.id();
         let record = LeaseRecord {
             ttl_ms: ttl.as_millis() as u64,
             deadline_ms: wall_now_ms() + ttl.as_millis() as u64,
         };
         let options = PutOptions::new().with_lease(id);
         let put = inner.client.clone().put(inner.keys.lease(id), encode(&record), Some(options)).await;
-        let revision = put.map_err(unavailable)?.header().map_or(0, |header| header.revision());
+        let revision = put.map_err(etcd_error)?.header().map_or(0, |header| header.revision());
         inner.schedule(Due::Lease(id), revision, ttl);
         Ok(LeaseInfo { id: LeaseId(lease_name(id)), ttl, expires_in: ttl, locks: Vec::new() })
     }
@@ -79,7 +79,7 @@ impl Inner {
         let (record, _) = inner.live_lease(id).await?;
         let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
         let attached =
-            inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(unavailable)?;
+            inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(etcd_error)?;
         let mut locks: Vec<String> =
             attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
         locks.sort();
@@ -93,7 +93,7 @@ impl Inner {
 
     /// A lease's record and its mod revision, if the lease is alive.
     pub(super) async fn live_lease(&self, id: i64) -> Result<(LeaseRecord, i64)> {
-        let response = self.client.clone().get(self.keys.lease(id), None).await.map_err(unavailable)?;
+        let response = self.client.clone().get(self.keys.lease(id), None).await.map_err(etcd_error)?;
         let kv = response.kvs().first().ok_or(EngineError::NoSuchLease)?;
         let record: LeaseRecord = decode(kv.key(), kv.value())?;
         if record.deadline_ms <= wall_now_ms() {
@@ -119,7 +119,7 @@ impl Inner {
         }
         self.cancel(&key);
         match self.client.clone().lease_revoke(id).await {
-            Err(error) if !lease_not_found(&error) => return Err(unavailable(error)),
+            Err(error) if !lease_not_found(&error) => return Err(etcd_error(error)),
             _ => {}
         }
         Ok(true)

@@ -115,11 +115,24 @@ struct Inner {
     /// The requests this gateway has queued, and their cap.
     waiters: Counter,
     max_waiters: AtomicUsize,
+    /// The bytes the queued requests take, and their cap.
+    memory: Counter,
+    max_memory: AtomicUsize,
 }
 
-/// Maps an etcd client error to `unavailable`.
-pub(super) fn unavailable(error: etcd_client::Error) -> EngineError {
-    EngineError::Unavailable(format!("etcd cannot be reached or refused the request: {error}"))
+/// Maps an etcd client error: `too_many` when etcd's database is full (its quota, the bound on
+/// how much the etcd backend holds), `unavailable` otherwise.
+pub(super) fn etcd_error(error: etcd_client::Error) -> EngineError {
+    match &error {
+        etcd_client::Error::GRpcStatus(status) if status.message().contains("database space exceeded") => {
+            EngineError::TooMany(format!(
+                "etcd's database is full (its --quota-backend-bytes): release locks, or compact and \
+                 defragment etcd and disarm its NOSPACE alarm ({})",
+                status.message()
+            ))
+        }
+        _ => EngineError::Unavailable(format!("etcd cannot be reached or refused the request: {error}")),
+    }
 }
 
 fn lease_not_found(error: &etcd_client::Error) -> bool {
@@ -159,6 +172,8 @@ impl EtcdBackend {
             shutting_down: watch::channel(false).0,
             waiters: Counter::default(),
             max_waiters: AtomicUsize::new(usize::MAX),
+            memory: Counter::default(),
+            max_memory: AtomicUsize::new(usize::MAX),
         });
         let keeper = inner.clone();
         tokio::spawn(async move { keeper.session.keep_alive(keeper.client.clone()).await });
@@ -168,9 +183,11 @@ impl EtcdBackend {
 }
 
 impl EtcdBackend {
-    /// Caps the requests this gateway queues at once (locks are etcd's to count: its quota).
+    /// Caps the requests this gateway queues at once and the memory they take (locks are
+    /// etcd's to count: its quota bounds them, answered `too_many` once reached).
     pub fn limit(&self, capacity: Capacity) {
         self.inner.max_waiters.store(capacity.max_waiters, Ordering::Relaxed);
+        self.inner.max_memory.store(capacity.max_memory, Ordering::Relaxed);
     }
 }
 
@@ -249,6 +266,6 @@ impl LockBackend for EtcdBackend {
 impl Inner {
     /// Runs a transaction; an etcd error is `unavailable`.
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.client.clone().txn(txn).await.map_err(unavailable)
+        self.client.clone().txn(txn).await.map_err(etcd_error)
     }
 }

@@ -15,8 +15,8 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::keys::{encode, lease_number, WaiterRecord};
 use super::reads::{gets, revision, Hold};
-use super::{lease_not_found, unavailable, Inner};
-use crate::engine::capacity::Permit;
+use super::{etcd_error, lease_not_found, Inner};
+use crate::engine::capacity::{self, Permit, WAITER_OVERHEAD};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{AcquireRequest, EngineError, Grant, Lifetime, Result};
 
@@ -30,11 +30,11 @@ impl Inner {
     pub(super) async fn deleted(&self, keys: &[Vec<u8>], from: i64) -> Result<Vec<u8>> {
         let options = || WatchOptions::new().with_start_revision(from).with_filters([WatchFilterType::NoPut]);
         let mut stream =
-            self.client.clone().watch(keys[0].clone(), Some(options())).await.map_err(unavailable)?;
+            self.client.clone().watch(keys[0].clone(), Some(options())).await.map_err(etcd_error)?;
         for key in &keys[1..] {
-            stream.watch(key.clone(), Some(options())).await.map_err(unavailable)?;
+            stream.watch(key.clone(), Some(options())).await.map_err(etcd_error)?;
         }
-        while let Some(response) = stream.message().await.map_err(unavailable)? {
+        while let Some(response) = stream.message().await.map_err(etcd_error)? {
             if response.canceled() {
                 return Ok(Vec::new());
             }
@@ -58,6 +58,8 @@ pub(super) struct Queued {
     answered: bool,
     /// Counts the request against `--max-waiters` while it is queued.
     _permit: Permit,
+    /// Counts its bytes against `--max-memory` while it is queued.
+    _memory: Permit,
 }
 
 /// What the head of the queue found.
@@ -75,6 +77,12 @@ impl Queued {
         }
         let max = inner.max_waiters.load(std::sync::atomic::Ordering::Relaxed);
         let permit = inner.waiters.take(max, "queued waiters (--max-waiters)")?;
+        let bytes = capacity::footprint(
+            WAITER_OVERHEAD,
+            &[request.owner.len(), request.value.as_ref().map_or(0, String::len)],
+        );
+        let max_memory = inner.max_memory.load(std::sync::atomic::Ordering::Relaxed);
+        let memory = inner.memory.take_many(bytes, max_memory, "bytes of waiters (--max-memory)")?;
         let waiter = format!("{:016x}", rand::random::<u64>());
         let key = inner.keys.waiter(&request.resource, &waiter);
         let record = encode(&WaiterRecord { owner: request.owner.clone() });
@@ -85,7 +93,7 @@ impl Queued {
             match inner.client.clone().put(key.clone(), record.clone(), Some(options)).await {
                 // The session lease ended before the keepalive task noticed: take a new one.
                 Err(error) if lease_not_found(&error) && attempts == 0 => inner.session.lost(session).await,
-                other => break other.map_err(unavailable)?,
+                other => break other.map_err(etcd_error)?,
             }
             attempts += 1;
         };
@@ -98,6 +106,7 @@ impl Queued {
             revision,
             answered: false,
             _permit: permit,
+            _memory: memory,
         })
     }
 

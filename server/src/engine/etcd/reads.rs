@@ -6,7 +6,7 @@ use std::time::Duration;
 use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
 use super::keys::{decode, lease_number, HoldRecord, LeaseRecord};
-use super::{unavailable, Inner};
+use super::{etcd_error, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, FencingToken, LeaseId, ListRequest, LockInfo, LockPage, Result};
 
@@ -86,8 +86,7 @@ impl Inner {
         while held.len() <= limit {
             let options =
                 GetOptions::new().with_range(end.clone()).with_limit((limit + 1 - held.len()) as i64);
-            let mut page =
-                inner.client.clone().get(from.clone(), Some(options)).await.map_err(unavailable)?;
+            let mut page = inner.client.clone().get(from.clone(), Some(options)).await.map_err(etcd_error)?;
             let more = page.more();
             let kvs = page.take_kvs();
             for kv in &kvs {
@@ -108,7 +107,7 @@ impl Inner {
 
     /// The holder key of `name`, if there is one.
     pub(super) async fn read_hold(&self, name: &str) -> Result<Option<Hold>> {
-        let response = self.client.clone().get(self.keys.hold(name), None).await.map_err(unavailable)?;
+        let response = self.client.clone().get(self.keys.hold(name), None).await.map_err(etcd_error)?;
         response.kvs().first().map(Hold::parse).transpose()
     }
 

@@ -14,7 +14,7 @@ use etcd_client::Client;
 use tokio::time::{sleep, Instant};
 use tracing::warn;
 
-use super::unavailable;
+use super::etcd_error;
 use crate::engine::Result;
 
 /// The time to live of a gateway's session lease, in seconds.
@@ -39,7 +39,7 @@ impl Session {
         if let Some(id) = *current {
             return Ok(id);
         }
-        let id = client.clone().lease_grant(SESSION_TTL, None).await.map_err(unavailable)?.id();
+        let id = client.clone().lease_grant(SESSION_TTL, None).await.map_err(etcd_error)?.id();
         *current = Some(id);
         Ok(id)
     }
@@ -116,7 +116,7 @@ impl Backstops {
                 return Ok(*id);
             }
         }
-        let id = client.clone().lease_grant(ttl, None).await.map_err(unavailable)?.id();
+        let id = client.clone().lease_grant(ttl, None).await.map_err(etcd_error)?.id();
         self.granted.lock().unwrap_or_else(|e| e.into_inner()).insert(ttl, (id, now));
         Ok(id)
     }
