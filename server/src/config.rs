@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+#[cfg(feature = "etcd")]
 use etcd_client::{Certificate, Identity, TlsOptions};
 
+#[cfg(feature = "etcd")]
 use crate::engine::EtcdOptions;
 use crate::http::Secrets;
 
@@ -177,6 +179,7 @@ impl Config {
     }
 }
 
+#[cfg(feature = "etcd")]
 impl Config {
     /// The etcd client settings from the flags, reading the TLS files.
     pub fn etcd_options(&self) -> Result<EtcdOptions, ConfigError> {

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 
 use crate::config::ConfigError;
-use crate::engine::{EtcdSetupError, StoreError};
+#[cfg(feature = "etcd")]
+use crate::engine::EtcdSetupError;
+use crate::engine::StoreError;
 
 /// Why `lockserver::run` returned an error.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +19,15 @@ pub enum StartError {
     #[error("cannot use the data dir: {0}")]
     Store(#[from] StoreError),
     /// The etcd backend cannot be set up.
+    #[cfg(feature = "etcd")]
     #[error(transparent)]
     Etcd(#[from] EtcdSetupError),
+    /// `--backend etcd` on a build without the etcd backend.
+    #[error(
+        "this lockserver was built without the etcd backend; build it with \
+         `cargo build --release --features etcd` (which needs protoc: apt-get install protobuf-compiler)"
+    )]
+    EtcdNotBuilt,
     /// The address cannot be listened on.
     #[error("cannot listen on {addr}: {source}; is another server on that port?")]
     Listen {

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use tracing::info;
 
 use config::{Backend, Config, Storage};
-use engine::{Capacity, EmbeddedBackend, EtcdBackend, LockBackend};
+#[cfg(feature = "etcd")]
+use engine::EtcdBackend;
+use engine::{Capacity, EmbeddedBackend, LockBackend};
 use error::StartError;
 use http::{HttpSettings, Limits, Secrets};
 use resources::Resources;
@@ -62,6 +64,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     };
     let started = std::time::Instant::now();
     let backend: Arc<dyn LockBackend> = match (config.backend, config.storage) {
+        #[cfg(not(feature = "etcd"))]
+        (Backend::Etcd, _) => return Err(StartError::EtcdNotBuilt),
+        #[cfg(feature = "etcd")]
         (Backend::Etcd, _) => {
             let backend = EtcdBackend::connect(config.etcd_options()?).await?;
             backend.limit(capacity);

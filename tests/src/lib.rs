@@ -63,7 +63,7 @@ pub struct TestServer {
     pub stdout: Vec<String>,
 }
 
-/// The path of the server binary, built on first use if it is not there.
+/// The path of the server binary, built (with the etcd backend) on first use if it is not there.
 pub fn server_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -78,7 +78,7 @@ pub fn server_binary() -> PathBuf {
             let binary = target.join("debug").join("lockserver");
             if !binary.exists() {
                 let status = Command::new(env!("CARGO"))
-                    .args(["build", "-p", "lockserver"])
+                    .args(["build", "-p", "lockserver", "--features", "etcd"])
                     .current_dir(&workspace)
                     .status()
                     .expect("running cargo build");

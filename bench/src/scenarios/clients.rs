@@ -22,10 +22,17 @@ pub fn language_clients(binary: &Path, root: &Path, out: &mut String) {
             python.clone(),
             root.join("bench/clients/py_cycles.py"),
             "plain_requests",
+            "python3 -m venv target/venv && target/venv/bin/pip install requests ./client-py",
         ),
-        ("Node (plain: fetch)", "node".into(), root.join("bench/clients/js_cycles.js"), "plain_fetch"),
+        (
+            "Node (plain: fetch)",
+            "node".into(),
+            root.join("bench/clients/js_cycles.js"),
+            "plain_fetch",
+            "cd client-js && npm install && npm run build",
+        ),
     ];
-    for (label, program, script, plain_key) in runs {
+    for (label, program, script, plain_key, setup) in runs {
         let output =
             std::process::Command::new(&program).arg(&script).args([&server.addr, SECRET, "3"]).output();
         let figures = output
@@ -44,7 +51,7 @@ pub fn language_clients(binary: &Path, root: &Path, out: &mut String) {
                 ]);
             }
             None => {
-                table.row([label, "not run: build the client first (`bash scripts/test.sh`; Python also needs `requests` in target/venv)"]);
+                table.row([label.to_string(), format!("not run: set it up first with `{setup}`")]);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! hands locks off, and expires holds and leases on a monotonic clock.
 //!
 //! - `embedded/`: the lock table in this process, in memory or durable (`embedded/store/`);
-//! - `etcd/`: gateways in front of an etcd cluster;
+//! - `etcd/`: gateways in front of an etcd cluster (Cargo feature `etcd`);
 //! - `error.rs`: [`EngineError`], the one error type of the engine;
 //! - `clock.rs`: the wall clock, for deadlines that outlive the process;
 //! - `capacity.rs`: caps on locks and waiters.
@@ -15,11 +15,13 @@ mod capacity;
 mod clock;
 mod embedded;
 mod error;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 
 pub use capacity::Capacity;
 pub use embedded::{repair, EmbeddedBackend, Repaired, StoreError};
 pub use error::{EngineError, Result};
+#[cfg(feature = "etcd")]
 pub use etcd::{EtcdBackend, EtcdOptions, EtcdSetupError};
 
 use std::fmt;
