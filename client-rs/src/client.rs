@@ -17,6 +17,9 @@ use crate::wire::Transport;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// How long a call may take on top of any server-side wait it asks for.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The lifetime of a guard acquired without one of its own, renewed in the background: a
+/// process that dies holding it frees it within this long (as Redisson's watchdog).
+pub const DEFAULT_GUARD_EXPIRE: Duration = Duration::from_secs(30);
 
 /// An async lockserver client over one pooled keep-alive HTTP connection pool.
 ///
@@ -31,6 +34,8 @@ struct Inner {
     /// This client's owner id; each acquisition through [`Client::lock`] appends a counter.
     owner: String,
     acquisitions: AtomicU64,
+    /// The expiry of guards acquired without a lifetime of their own.
+    default_expire: Option<Duration>,
 }
 
 /// Configures a [`Client`]. What is not set comes from the environment (or `.env`):
@@ -42,6 +47,7 @@ pub struct ClientBuilder {
     owner: Option<String>,
     retries: Option<u32>,
     timeout: Option<Duration>,
+    default_expire: Option<Option<Duration>>,
 }
 
 impl ClientBuilder {
@@ -84,6 +90,15 @@ impl ClientBuilder {
         self
     }
 
+    /// The expiry of a guard acquired without a lifetime of its own (no `expire`, no lease, not
+    /// [`hold_until_released`](crate::LockBuilder::hold_until_released)), kept alive in the
+    /// background while the guard lives. Default [`DEFAULT_GUARD_EXPIRE`] (30 s); `None` holds
+    /// such guards until released, even if the process dies.
+    pub fn default_expire(mut self, expire: Option<Duration>) -> Self {
+        self.default_expire = Some(expire);
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client> {
         load_dotenv();
@@ -107,6 +122,7 @@ impl ClientBuilder {
                 transport: Arc::new(transport),
                 owner: self.owner.or_else(|| env("LOCKSERVER_OWNER")).unwrap_or_else(default_owner),
                 acquisitions: AtomicU64::new(0),
+                default_expire: self.default_expire.unwrap_or(Some(DEFAULT_GUARD_EXPIRE)),
             }),
         })
     }
@@ -175,7 +191,8 @@ impl Client {
     /// the client's owner and a counter.
     pub(crate) fn lock_as<M>(&self, resource: String) -> LockBuilder<M> {
         let n = self.inner.acquisitions.fetch_add(1, Ordering::Relaxed) + 1;
-        LockBuilder::new(self.inner.transport.clone(), resource, format!("{}/{n}", self.inner.owner))
+        let owner = format!("{}/{n}", self.inner.owner);
+        LockBuilder::new(self.inner.transport.clone(), resource, owner, self.inner.default_expire)
     }
 
     /// Grants a lease that keeps itself alive in the background and is revoked on drop.

@@ -117,7 +117,7 @@ mod shared;
 mod types;
 mod wire;
 
-pub use client::{Client, ClientBuilder, DEFAULT_ADDR};
+pub use client::{Client, ClientBuilder, DEFAULT_ADDR, DEFAULT_GUARD_EXPIRE};
 pub use error::{Error, Result};
 pub use lease::Lease;
 pub use lock::{Async, LockBuilder, LockGuard, MAX_WAIT_CHUNK};

@@ -31,6 +31,8 @@ pub struct LockBuilder<M = Async> {
     transport: Arc<Transport>,
     request: AcquireRequest,
     wait: Option<Duration>,
+    /// The expiry used when neither `expire`, a lease nor `hold_until_released` is set.
+    default_expire: Option<Duration>,
     mode: PhantomData<M>,
 }
 
@@ -38,9 +40,14 @@ pub struct LockBuilder<M = Async> {
 pub struct Async;
 
 impl<M> LockBuilder<M> {
-    pub(crate) fn new(transport: Arc<Transport>, resource: String, owner: String) -> Self {
+    pub(crate) fn new(
+        transport: Arc<Transport>,
+        resource: String,
+        owner: String,
+        default_expire: Option<Duration>,
+    ) -> Self {
         let request = AcquireRequest { resource, owner, ..AcquireRequest::default() };
-        LockBuilder { transport, request, wait: None, mode: PhantomData }
+        LockBuilder { transport, request, wait: None, default_expire, mode: PhantomData }
     }
 
     /// Sets whichever of `options` are given (what the bindings' option objects carry).
@@ -57,14 +64,27 @@ impl<M> LockBuilder<M> {
         if let Some(lease) = &options.lease {
             self = self.lease(lease);
         }
+        if options.hold_until_released {
+            self = self.hold_until_released();
+        }
         self
     }
 
     /// The hold expires after this long unless refreshed; the guard refreshes it in the
-    /// background until released. Without it (and without a lease) the lock is held until
-    /// released.
+    /// background until released. Without it, without a lease and without
+    /// [`hold_until_released`](Self::hold_until_released), the client's default expiry applies
+    /// ([`ClientBuilder::default_expire`](crate::ClientBuilder::default_expire), 30 s).
     pub fn expire(mut self, expire: Duration) -> Self {
         self.request.expire = Some(expire);
+        self
+    }
+
+    /// The hold has no expiry: it lasts until released, even if this process dies without
+    /// releasing it (the at-most-once pattern: a job that must never run twice). An explicit
+    /// choice, since a crashed holder then blocks everyone until an operator releases the lock.
+    pub fn hold_until_released(mut self) -> Self {
+        self.request.expire = None;
+        self.default_expire = None;
         self
     }
 
@@ -107,6 +127,9 @@ impl<M> LockBuilder<M> {
     }
 
     pub(crate) async fn acquire_until(mut self, until: Option<Instant>) -> Result<LockGuard> {
+        if self.request.expire.is_none() && self.request.lease.is_none() {
+            self.request.expire = self.default_expire;
+        }
         loop {
             let now = Instant::now();
             self.request.wait = match until {

@@ -17,6 +17,9 @@ pub struct LockOptions {
     pub value: Option<String>,
     /// A lease id to bind the hold to.
     pub lease: Option<String>,
+    /// No expiry at all: held until released (see
+    /// [`LockBuilder::hold_until_released`](crate::LockBuilder::hold_until_released)).
+    pub hold_until_released: bool,
 }
 
 impl LockOptions {
@@ -27,21 +30,29 @@ impl LockOptions {
     /// use std::time::Duration;
     /// use lockserver_client::LockOptions;
     ///
-    /// let options = LockOptions::from_seconds(Some(1.5), None, None, None).unwrap();
+    /// let options = LockOptions::from_seconds(Some(1.5), None, None, None, false).unwrap();
     /// assert_eq!(options.expire, Some(Duration::from_millis(1500)));
-    /// assert!(LockOptions::from_seconds(Some(-1.0), None, None, None).is_err());
+    /// assert!(LockOptions::from_seconds(Some(-1.0), None, None, None, false).is_err());
+    /// assert!(LockOptions::from_seconds(Some(1.0), None, None, None, true).is_err());
     /// ```
     pub fn from_seconds(
         expire: Option<f64>,
         wait: Option<f64>,
         value: Option<String>,
         lease: Option<String>,
+        hold_until_released: bool,
     ) -> Result<Self> {
+        if hold_until_released && (expire.is_some() || lease.is_some()) {
+            return Err(Error::InvalidArgument(
+                "`hold_until_released` excludes `expire` and `lease`: the hold would end".into(),
+            ));
+        }
         Ok(LockOptions {
             expire: expire.map(|secs| seconds("expire", secs)).transpose()?,
             wait: wait.map(|secs| seconds("wait", secs)).transpose()?,
             value,
             lease,
+            hold_until_released,
         })
     }
 }

@@ -106,7 +106,10 @@ impl Client {
         mode: LockMode,
         expire: Option<Duration>,
     ) -> Result<()> {
-        let lock = self.lock(resource).owner(self.owner()).for_scope(mode == LockMode::NonBlocking, expire);
+        let mut lock = self.lock(resource).owner(self.owner()).for_scope(mode == LockMode::NonBlocking, expire);
+        if expire.is_none() {
+            lock = lock.hold_until_released(); // the reference API's meaning of no expire
+        }
         lock.acquire().await.map(|guard| {
             guard.detach();
         })

@@ -310,3 +310,64 @@ fn blocking_scope_when_down() {
     let down = Client::builder().addr(&base).secret("s").retries(0).build_blocking().unwrap();
     assert!(matches!(lock_scope!(&down, "r", non_blocking, { 1 }), Err(Error::Unavailable(_))));
 }
+
+/// A guard acquired without a lifetime gets the client's default expiry (30 s), kept alive; a
+/// process that dies holding one frees it within that expiry. Holding until released is an
+/// explicit choice, and the reference API keeps its meaning (no expire: held until released).
+#[test]
+fn guards_expire_by_default_and_hold_until_released_only_when_asked() {
+    let server = TestServer::start(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = client(&server);
+        let guard = client.lock("default").acquire().await.unwrap();
+        assert!(guard.is_kept_alive());
+        let held = client.inspect("default").await.unwrap().unwrap();
+        let left = held.expires_in.expect("a default expiry");
+        assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30), "{left:?}");
+        guard.release().await.unwrap();
+
+        let forever = client.lock("forever").hold_until_released().acquire().await.unwrap();
+        assert!(!forever.is_kept_alive());
+        assert_eq!(client.inspect("forever").await.unwrap().unwrap().expires_in, None);
+        forever.release().await.unwrap();
+
+        let never = Client::builder()
+            .addr(&server.base)
+            .secret(&server.secret)
+            .default_expire(None)
+            .build()
+            .unwrap();
+        let guard = never.lock("configured").acquire().await.unwrap();
+        assert_eq!(never.inspect("configured").await.unwrap().unwrap().expires_in, None);
+        guard.release().await.unwrap();
+    });
+
+    // A holder that dies: its runtime (keepalive included) goes away without a release.
+    let dying = tokio::runtime::Runtime::new().unwrap();
+    dying.block_on(async {
+        let client = Client::builder()
+            .addr(&server.base)
+            .secret(&server.secret)
+            .default_expire(Some(Duration::from_secs(1)))
+            .build()
+            .unwrap();
+        std::mem::forget(client.lock("crashed").acquire().await.unwrap());
+    });
+    dying.shutdown_background();
+    runtime.block_on(async {
+        let client = client(&server);
+        let started = Instant::now();
+        let guard = client.lock("crashed").wait(Duration::from_secs(10)).acquire().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        guard.release().await.unwrap();
+    });
+
+    let reference = LockserverClient::new(server.base.clone(), "reference-owner", server.secret.clone());
+    reference.acquire("reference").unwrap();
+    runtime.block_on(async {
+        let info = client(&server).inspect("reference").await.unwrap().unwrap();
+        assert_eq!(info.expires_in, None, "the reference API's acquire without expire holds until released");
+    });
+    reference.release("reference").unwrap();
+}

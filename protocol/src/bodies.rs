@@ -180,6 +180,9 @@ pub struct HealthReply {
     pub status: String,
     /// `embedded` or `etcd`.
     pub backend: String,
+    /// The server's version (its crate version, as `lockserver --version` prints it).
+    #[serde(default)]
+    pub version: String,
     /// `unavailable` when the backend cannot serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

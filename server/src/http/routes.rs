@@ -70,19 +70,23 @@ impl AppState {
     }
 }
 
-/// `200 {"status": "ok", "backend": ...}`, or 503 with the backend's problem.
+/// `200 {"status": "ok", "backend": ..., "version": ...}`, or 503 with the backend's problem.
 async fn health(state: Data<AppState>) -> HttpResponse {
     let health = state.backend.health().await;
-    let backend = health.backend.to_string();
+    let reply = HealthReply {
+        status: "ok".into(),
+        backend: health.backend.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        error: None,
+        message: None,
+    };
     match health.problem {
-        None => {
-            HttpResponse::Ok().json(HealthReply { status: "ok".into(), backend, error: None, message: None })
-        }
+        None => HttpResponse::Ok().json(reply),
         Some(problem) => HttpResponse::ServiceUnavailable().json(HealthReply {
             status: "unavailable".into(),
-            backend,
             error: Some(ErrorCode::Unavailable.as_str().into()),
             message: Some(problem),
+            ..reply
         }),
     }
 }
