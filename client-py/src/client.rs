@@ -2,11 +2,12 @@
 
 use std::future::Future;
 
-use lockserver_client::{seconds, Client, Error, LockMode, LockOptions};
+use lockserver_client::{seconds, Client, Error, LockInfo, LockMode, LockOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::lease::Lease;
+use crate::list::Locks;
 use crate::lock::Lock;
 use crate::{awaitable, errors, wait};
 
@@ -60,10 +61,26 @@ impl LockserverClient {
 
 #[pymethods]
 impl LockserverClient {
+    /// `timeout`: how long a call may take on top of any server-side wait (seconds, default 10).
+    /// `default_expire`: the expiry of a lock taken without `expire`, `lease` or
+    /// `hold_until_released`, kept alive while held (seconds, default 30; None: such locks are
+    /// held until released, even if the process dies).
     #[new]
-    #[pyo3(signature = (addr=None, owner=None, secret=None))]
-    fn new(addr: Option<String>, owner: Option<String>, secret: Option<String>) -> PyResult<Self> {
-        let client = Client::builder().options(addr, owner, secret).build().map_err(errors::to_py)?;
+    #[pyo3(signature = (addr=None, owner=None, secret=None, *, timeout=None, default_expire=Some(30.0)))]
+    fn new(
+        addr: Option<String>,
+        owner: Option<String>,
+        secret: Option<String>,
+        timeout: Option<f64>,
+        default_expire: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut builder = Client::builder().options(addr, owner, secret);
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(seconds("timeout", timeout).map_err(errors::to_py)?);
+        }
+        let default_expire = default_expire.map(|secs| seconds("default_expire", secs)).transpose();
+        builder = builder.default_expire(default_expire.map_err(errors::to_py)?);
+        let client = builder.build().map_err(errors::to_py)?;
         Ok(LockserverClient { client })
     }
 
@@ -115,8 +132,12 @@ impl LockserverClient {
     }
 
     /// A lock on `resource`, acquired by `with` (or `async with`) and released at its end.
-    /// `wait=None` waits as long as it takes; `expire` is kept alive in the background.
-    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None))]
+    /// `wait=None` waits as long as it takes. `expire` (seconds) is kept alive in the
+    /// background; without it (and without `lease`) the client's `default_expire` applies (30 s),
+    /// unless `hold_until_released=True`: then the lock is held until released, even if this
+    /// process dies. `timeout` overrides the client's for this lock's calls.
+    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn lock(
         &self,
         resource: String,
@@ -124,14 +145,19 @@ impl LockserverClient {
         wait: Option<f64>,
         value: Option<String>,
         lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
     ) -> PyResult<Lock> {
         let lease = lease.map(|lease| lease.id()).transpose()?;
-        let options = LockOptions::from_seconds(expire, wait, value, lease).map_err(errors::to_py)?;
+        let mut options = LockOptions::from_seconds(expire, wait, value, lease, hold_until_released)
+            .map_err(errors::to_py)?;
+        options.timeout = timeout.map(|secs| seconds("timeout", secs)).transpose().map_err(errors::to_py)?;
         Ok(Lock::new(self.client.clone(), resource, options))
     }
 
     /// The same as `lock`, named for `async with`.
-    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None))]
+    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn lock_async(
         &self,
         resource: String,
@@ -139,12 +165,17 @@ impl LockserverClient {
         wait: Option<f64>,
         value: Option<String>,
         lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
     ) -> PyResult<Lock> {
-        self.lock(resource, expire, wait, value, lease)
+        self.lock(resource, expire, wait, value, lease, hold_until_released, timeout)
     }
 
-    /// Acquires `resource` if it is free now: a held `Lock`, or None.
-    #[pyo3(signature = (resource, expire=None, value=None, lease=None))]
+    /// Tries to acquire `resource` now. Returns a `Lock` that is true when it holds the lock and
+    /// false when someone else does; either way it works in a `with` block, which releases it at
+    /// the end if held: `with client.try_lock("res") as mine: if mine: ...`.
+    #[pyo3(signature = (resource, expire=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn try_lock(
         &self,
         py: Python<'_>,
@@ -152,14 +183,18 @@ impl LockserverClient {
         expire: Option<f64>,
         value: Option<String>,
         lease: Option<LeaseArg>,
-    ) -> PyResult<Option<Lock>> {
-        let lock = self.lock(resource, expire, Some(0.0), value, lease)?;
+        hold_until_released: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Lock> {
+        let lock = self.lock(resource, expire, Some(0.0), value, lease, hold_until_released, timeout)?;
         let (try_acquire, lock) = lock.try_acquire();
-        Ok(wait(py, try_acquire)?.then_some(lock))
+        wait(py, try_acquire)?;
+        Ok(lock)
     }
 
     /// `try_lock` as an awaitable.
-    #[pyo3(signature = (resource, expire=None, value=None, lease=None))]
+    #[pyo3(signature = (resource, expire=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn try_lock_async<'py>(
         &self,
         py: Python<'py>,
@@ -167,10 +202,15 @@ impl LockserverClient {
         expire: Option<f64>,
         value: Option<String>,
         lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let lock = self.lock(resource, expire, Some(0.0), value, lease)?;
+        let lock = self.lock(resource, expire, Some(0.0), value, lease, hold_until_released, timeout)?;
         let (try_acquire, lock) = lock.try_acquire();
-        awaitable(py, async move { Ok(try_acquire.await?.then_some(lock)) })
+        awaitable(py, async move {
+            try_acquire.await?;
+            Ok(lock)
+        })
     }
 
     /// A lease with this time to live, granted by `with` (or `async with`) and revoked at its
@@ -188,17 +228,27 @@ impl LockserverClient {
     /// The held lock on `resource` as a dict, or None when it is free.
     fn inspect<'py>(&self, py: Python<'py>, resource: String) -> PyResult<Option<Bound<'py, PyDict>>> {
         let client = self.client.clone();
-        let Some(info) = wait(py, async move { client.inspect(&resource).await })? else {
-            return Ok(None);
-        };
-        let dict = PyDict::new(py);
-        dict.set_item("resource", info.resource)?;
-        dict.set_item("owner", info.owner)?;
-        dict.set_item("token", info.token)?;
-        dict.set_item("expires_in", info.expires_in.map(|left| left.as_secs_f64()))?;
-        dict.set_item("value", info.value)?;
-        dict.set_item("waiters", info.waiters)?;
-        dict.set_item("lease", info.lease)?;
-        Ok(Some(dict))
+        let info = wait(py, async move { client.inspect(&resource).await })?;
+        info.map(|info| lock_dict(py, info)).transpose()
     }
+
+    /// Every held lock whose name starts with `prefix`, in name order, as dicts (those of
+    /// `inspect`); fetched lazily, `page_size` at a time.
+    #[pyo3(signature = (prefix="", page_size=100))]
+    fn list(&self, prefix: &str, page_size: usize) -> Locks {
+        Locks::new(self.client.clone(), prefix.to_string(), page_size)
+    }
+}
+
+/// A held lock as the dict `inspect` and `list` give.
+pub(crate) fn lock_dict(py: Python<'_>, info: LockInfo) -> PyResult<Bound<'_, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("resource", info.resource)?;
+    dict.set_item("owner", info.owner)?;
+    dict.set_item("token", info.token)?;
+    dict.set_item("expires_in", info.expires_in.map(|left| left.as_secs_f64()))?;
+    dict.set_item("value", info.value)?;
+    dict.set_item("waiters", info.waiters)?;
+    dict.set_item("lease", info.lease)?;
+    Ok(dict)
 }

@@ -4,6 +4,8 @@ use lockserver_client::Error;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 create_exception!(
     lockserver_client,
@@ -72,8 +74,12 @@ pub fn to_py(error: Error) -> PyErr {
         Error::Unauthorized => Unauthorized::new_err(message),
         Error::Unavailable(_) => Unavailable::new_err(message),
         Error::BadRequest(_) => BadRequest::new_err(message),
-        // An argument out of range, found before sending: Python's own convention.
-        Error::InvalidArgument(_) => PyValueError::new_err(message),
+        // An argument out of range, found before sending: a `BadRequest` that is also a
+        // `ValueError`, Python's own convention.
+        Error::InvalidArgument(_) => Python::attach(|py| match INVALID_ARGUMENT.get(py) {
+            Some(class) => PyErr::from_type(class.bind(py).clone(), message),
+            None => PyValueError::new_err(message),
+        }),
         _ => LockserverError::new_err(message),
     };
     Python::attach(|py| {
@@ -99,5 +105,15 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("Unauthorized", py.get_type::<Unauthorized>())?;
     module.add("Unavailable", py.get_type::<Unavailable>())?;
     module.add("BadRequest", py.get_type::<BadRequest>())?;
+    let bases = PyTuple::new(py, [py.get_type::<BadRequest>(), py.get_type::<PyValueError>()])?;
+    let namespace = PyDict::new(py);
+    namespace.set_item("__module__", "lockserver_client")?;
+    namespace.set_item("__doc__", "An argument refused before sending (a BadRequest and a ValueError).")?;
+    let class = py.get_type::<PyType>().call1(("InvalidArgument", bases, namespace))?.cast_into::<PyType>()?;
+    module.add("InvalidArgument", &class)?;
+    let _ = INVALID_ARGUMENT.set(py, class.unbind());
     Ok(())
 }
+
+/// `InvalidArgument(BadRequest, ValueError)`, made when the module is loaded.
+static INVALID_ARGUMENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();

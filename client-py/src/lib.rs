@@ -7,6 +7,7 @@
 mod client;
 mod errors;
 mod lease;
+mod list;
 mod lock;
 
 use lockserver_client::Error;
@@ -68,6 +69,8 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::LockserverClient>()?;
     module.add_class::<lock::Lock>()?;
     module.add_class::<lease::Lease>()?;
+    module.add_class::<list::Locks>()?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(module)?;
     Ok(())
 }

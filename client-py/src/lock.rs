@@ -9,28 +9,31 @@ use crate::{awaitable, exit, exit_async, wait};
 
 /// A lock on one resource. `with client.lock("res") as lock:` acquires it and releases it at
 /// the end of the block, also on exception; `async with client.lock_async(...)` likewise.
+/// True while it holds the lock.
 #[pyclass(frozen, module = "lockserver_client._native")]
 pub struct Lock {
     client: Client,
     resource: String,
     options: LockOptions,
     held: Shared<LockGuard>,
+    /// Made by `try_lock`: the attempt was made, so `with` does not acquire again.
+    tried: bool,
 }
 
 impl Lock {
     pub fn new(client: Client, resource: String, options: LockOptions) -> Self {
-        Lock { client, resource, options, held: Shared::empty(Error::NotHeld) }
+        Lock { client, resource, options, held: Shared::empty(Error::NotHeld), tried: false }
     }
 
     fn builder(&self) -> LockBuilder {
         self.client.lock(self.resource.clone()).options(&self.options)
     }
 
-    /// Acquires unless already held.
+    /// Acquires unless already held, or already tried by `try_lock`.
     fn acquire(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let (held, builder) = (self.held.clone(), self.builder());
+        let (held, builder, tried) = (self.held.clone(), self.builder(), self.tried);
         async move {
-            if held.get().await.is_err() {
+            if !tried && held.get().await.is_err() {
                 held.put(builder.acquire().await?).await;
             }
             Ok(())
@@ -38,7 +41,8 @@ impl Lock {
     }
 
     /// Tries to acquire now; the future says whether it did.
-    pub fn try_acquire(self) -> (impl Future<Output = Result<bool, Error>> + Send + 'static, Self) {
+    pub fn try_acquire(mut self) -> (impl Future<Output = Result<bool, Error>> + Send + 'static, Self) {
+        self.tried = true;
         let (held, builder) = (self.held.clone(), self.builder());
         let attempt = async move {
             match builder.try_acquire().await? {
@@ -118,6 +122,11 @@ impl Lock {
     #[getter]
     fn held(&self) -> bool {
         self.held.peek(|_| ()).is_some()
+    }
+
+    /// True while this object holds the lock (after `try_lock`: whether it got it).
+    fn __bool__(&self) -> bool {
+        self.held()
     }
 
     /// The fencing token of the hold (raises `NotHeld` when not held).

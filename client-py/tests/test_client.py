@@ -9,6 +9,7 @@ import time
 import pytest
 
 from lockserver_client import (
+    BadRequest,
     LockHeld,
     LockLost,
     LockserverClient,
@@ -67,8 +68,8 @@ def test_with_releases_on_exception(client):
 
 def test_try_lock(client):
     held = client.try_lock("busy")
-    assert held is not None and held.held
-    assert client.try_lock("busy") is None
+    assert held and held.held
+    assert not client.try_lock("busy")
     with pytest.raises(LockHeld) as raised:
         with client.lock("busy", wait=0.2):
             pass
@@ -76,7 +77,7 @@ def test_try_lock(client):
     assert raised.value.code == "locked"
     held.release()
     again = client.try_lock("busy")
-    assert again is not None
+    assert again
     again.release()
     again.release()  # releasing twice is a no-op
 
@@ -168,8 +169,8 @@ def test_asyncio_tasks_exclude_each_other(client):
         assert await client.acquire_async("plain") is True
         await client.release_async("plain")
         held = await client.try_lock_async("plain")
-        assert held is not None
-        assert await client.try_lock_async("plain") is None
+        assert held
+        assert not await client.try_lock_async("plain")
         await held.release_async()
         async with client.lease_async(5) as lease:
             async with client.lock_async("under-lease", lease=lease):
@@ -255,3 +256,86 @@ def test_bad_arguments(client):
         client.lock("x", expire=-1)
     with pytest.raises(LockserverError):
         client.acquire("")  # the server refuses an empty name
+
+
+def test_try_lock_works_in_with_whether_or_not_the_lock_is_free(client):
+    with client.try_lock("shared-job") as mine:
+        assert mine and mine.token > 0
+        with client.try_lock("shared-job") as other:
+            assert not other  # held by mine: entered all the same, nothing to release
+        assert client.inspect("shared-job")["owner"] == mine.owner
+    assert client.inspect("shared-job") is None
+
+
+def test_locks_expire_by_default_unless_held_until_released(server, client):
+    with client.lock("default-expiry") as lock:
+        left = client.inspect("default-expiry")["expires_in"]
+        assert 25 < left <= 30
+        assert not lock.lost
+    with client.lock("forever", hold_until_released=True):
+        assert client.inspect("forever")["expires_in"] is None
+    with pytest.raises(BadRequest) as refused:
+        client.lock("both", expire=5, hold_until_released=True)
+    assert isinstance(refused.value, ValueError) and refused.value.code == "bad_request"
+    never = LockserverClient(addr=server.addr, secret=server.secret, default_expire=None)
+    with never.lock("configured"):
+        assert never.inspect("configured")["expires_in"] is None
+    short = LockserverClient(addr=server.addr, secret=server.secret, default_expire=2)
+    with short.lock("short"):
+        assert short.inspect("short")["expires_in"] <= 2
+    # The reference API keeps its meaning: without expire, held until released.
+    assert client.acquire("reference") is True
+    assert client.inspect("reference")["expires_in"] is None
+    client.release("reference")
+
+
+def _hold_and_die(addr, secret):
+    dying = LockserverClient(addr=addr, secret=secret, default_expire=1)
+    dying.lock("crashed").__enter__()
+    os._exit(0)  # dies holding it: no release, no keepalive
+
+
+def test_a_holder_that_dies_frees_its_default_lock(server, client):
+    process = multiprocessing.get_context("spawn").Process(target=_hold_and_die, args=(server.addr, server.secret))
+    process.start()
+    process.join(30)
+    assert client.inspect("crashed") is not None
+    started = time.monotonic()
+    with client.lock("crashed", wait=10):
+        assert time.monotonic() - started < 3
+
+
+def test_list_walks_every_page(client):
+    locks = [client.lock(f"jobs/{i:02}") for i in range(25)]
+    for lock in locks:
+        lock.__enter__()
+    with client.lock("elsewhere"):
+        names = [info["resource"] for info in client.list("jobs/", page_size=10)]
+    assert names == [f"jobs/{i:02}" for i in range(25)]
+    assert all(info["owner"] for info in client.list("jobs/"))
+    for lock in locks:
+        lock.release()
+    assert list(client.list("jobs/")) == []
+
+
+def test_version_and_timeouts(server):
+    import lockserver_client
+
+    assert lockserver_client.__version__.count(".") == 2
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    addr = "127.0.0.1:%d" % silent.getsockname()[1]
+    quick = LockserverClient(addr=addr, secret="s", timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        quick.try_lock("r")
+    assert time.monotonic() - started < 5
+    slow = LockserverClient(addr=addr, secret="s")
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        slow.try_lock("r", timeout=0.3)
+    assert time.monotonic() - started < 5
+    silent.close()

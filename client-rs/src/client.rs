@@ -9,6 +9,7 @@ use rand::Rng;
 
 use crate::error::{Error, Result};
 use crate::lease::Lease;
+use crate::listing::Listing;
 use crate::lock::LockBuilder;
 use crate::types::{LeaseInfo, LockInfo, LockPage};
 use crate::wire::Transport;
@@ -210,6 +211,12 @@ impl Client {
     /// Lists held locks whose names start with `prefix`, in name order, after `after`.
     pub async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
         self.inner.transport.list(prefix, after, limit).await
+    }
+
+    /// Every held lock whose names start with `prefix`, in name order, fetched `page_size` at a
+    /// time (the server caps a page at 1,000 locks and 1 MiB of values).
+    pub fn list_all(&self, prefix: &str, page_size: usize) -> Listing {
+        Listing::new(self.inner.transport.clone(), prefix.to_string(), page_size)
     }
 
     /// Describes a lease and the locks held under it.

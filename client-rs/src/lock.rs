@@ -67,6 +67,9 @@ impl<M> LockBuilder<M> {
         if options.hold_until_released {
             self = self.hold_until_released();
         }
+        if let Some(timeout) = options.timeout {
+            self = self.timeout(timeout);
+        }
         self
     }
 
@@ -104,6 +107,14 @@ impl<M> LockBuilder<M> {
     /// the lease does.
     pub fn lease(mut self, lease: impl AsRef<str>) -> Self {
         self.request.lease = Some(lease.as_ref().to_string());
+        self
+    }
+
+    /// How long each call of this acquisition may take on top of the server-side wait it asks
+    /// for (a transport error after that); the client's timeout otherwise
+    /// ([`ClientBuilder::timeout`](crate::ClientBuilder::timeout), 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.request.timeout = Some(timeout);
         self
     }
 

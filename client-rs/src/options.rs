@@ -20,6 +20,8 @@ pub struct LockOptions {
     /// No expiry at all: held until released (see
     /// [`LockBuilder::hold_until_released`](crate::LockBuilder::hold_until_released)).
     pub hold_until_released: bool,
+    /// How long each call may take on top of its server-side wait (the client's otherwise).
+    pub timeout: Option<Duration>,
 }
 
 impl LockOptions {
@@ -53,6 +55,7 @@ impl LockOptions {
             value,
             lease,
             hold_until_released,
+            timeout: None,
         })
     }
 }

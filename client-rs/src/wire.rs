@@ -39,6 +39,8 @@ pub(crate) struct AcquireRequest {
     /// A lease to bind the hold to.
     pub(crate) lease: Option<String>,
     pub(crate) value: Option<String>,
+    /// Overrides the client's timeout for this acquisition's calls.
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// How a call may be retried after a transport error.
@@ -57,6 +59,8 @@ struct Call<'a> {
     body: Option<serde_json::Value>,
     /// Server-side waiting the call asks for, added to the timeout.
     wait: Duration,
+    /// The timeout of this call, when not the client's.
+    timeout: Option<Duration>,
     retry: Retry,
 }
 
@@ -64,7 +68,7 @@ impl<'a> Call<'a> {
     /// A call that may be repeated after a transport error and asks for no server-side wait.
     fn idempotent(method: Method, path: &'a str, body: Option<impl Serialize>) -> Self {
         let body = body.map(|body| serde_json::to_value(body).expect("protocol bodies serialise"));
-        Call { method, path, body, wait: Duration::ZERO, retry: Retry::Idempotent }
+        Call { method, path, body, wait: Duration::ZERO, timeout: None, retry: Retry::Idempotent }
     }
 }
 
@@ -81,6 +85,7 @@ impl Transport {
         };
         let mut call = Call::idempotent(Method::POST, "/acquire", Some(body));
         call.wait = request.wait;
+        call.timeout = request.timeout;
         self.call::<GrantReply>(call).await.map(Grant::from)
     }
 
@@ -208,7 +213,7 @@ impl Transport {
         let mut request = self
             .http
             .request(call.method.clone(), format!("{}{}", self.base, call.path))
-            .timeout(self.timeout + call.wait);
+            .timeout(call.timeout.unwrap_or(self.timeout) + call.wait);
         if let Some(secret) = &self.secret {
             request = request.header(SECRET_HEADER, secret);
         }

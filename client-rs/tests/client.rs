@@ -371,3 +371,40 @@ fn guards_expire_by_default_and_hold_until_released_only_when_asked() {
     });
     reference.release("reference").unwrap();
 }
+
+/// A per-call timeout bounds each call of an acquisition against a server that never answers
+/// (a listener that accepts and says nothing), instead of the client's 10 s.
+#[tokio::test]
+async fn a_per_call_timeout_bounds_a_silent_server() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let client = Client::builder().addr(&addr).secret("s").retries(0).build().unwrap();
+    let started = Instant::now();
+    let answer = client.lock("r").wait(Duration::ZERO).timeout(Duration::from_millis(300)).acquire().await;
+    assert!(matches!(answer, Err(Error::Unavailable(_))), "{answer:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+    drop(silent);
+}
+
+/// `list_all` walks every page under a prefix, and nothing outside it.
+#[tokio::test]
+async fn list_all_walks_every_page() {
+    let server = TestServer::start(&[]);
+    let client = client(&server);
+    let mut guards = Vec::new();
+    for i in 0..25 {
+        guards.push(client.lock(format!("jobs/{i:02}")).acquire().await.unwrap());
+    }
+    guards.push(client.lock("other").acquire().await.unwrap());
+    let mut listing = client.list_all("jobs/", 10);
+    let mut names = Vec::new();
+    let mut pages = 0;
+    while let Some(page) = listing.next_page().await.unwrap() {
+        pages += 1;
+        names.extend(page.into_iter().map(|lock| lock.resource));
+    }
+    assert_eq!(names, (0..25).map(|i| format!("jobs/{i:02}")).collect::<Vec<_>>());
+    assert_eq!(pages, 3);
+    assert!(listing.next_page().await.unwrap().is_none());
+}

@@ -12,10 +12,13 @@ call waits, and ``*_async`` methods and ``async with`` work under asyncio.
 """
 
 from ._native import (
+    __version__,
     BadRequest,
+    InvalidArgument,
     Lease,
     Lock,
     LockHeld,
+    Locks,
     LockLost,
     LockserverClient,
     LockserverError,
@@ -27,10 +30,13 @@ from ._native import (
 )
 
 __all__ = [
+    "__version__",
     "BadRequest",
+    "InvalidArgument",
     "Lease",
     "Lock",
     "LockHeld",
+    "Locks",
     "LockLost",
     "LockserverClient",
     "LockserverError",
