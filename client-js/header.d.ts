@@ -10,6 +10,7 @@ export type LockserverErrorCode =
   | 'UNAUTHORIZED'
   | 'BAD_REQUEST'
   | 'UNAVAILABLE'
+  | 'CANCELLED'
   | 'SERVER'
 
 /** Every error of this package: `code` says which, `message` is the server's text. */
@@ -22,7 +23,20 @@ export declare class LockserverError extends Error {
   constructor(fields: ErrorFields)
 }
 
+/** The package's version. */
+export declare const version: string
+
+export interface LockOptions {
+  /** Gives the wait up when aborted: the promise rejects with `signal.reason`. */
+  signal?: AbortSignal
+}
+
 export interface LockserverClient {
+  /**
+   * Every held lock whose name starts with `prefix`, in name order, fetched `pageSize` (100)
+   * at a time as the iteration goes.
+   */
+  list(prefix?: string, options?: { pageSize?: number }): AsyncIterableIterator<LockInfo>
   /**
    * Acquires `resource`, runs `callback` with the lock handle, and releases the lock in
    * `finally`; resolves to the callback's value. If the lock was lost meanwhile, rejects

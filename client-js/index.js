@@ -1,9 +1,10 @@
 'use strict'
 // The package entry: the generated native binding (binding.js), the LockserverError class that
-// every error it rejects with is an instance of, and withLock(). No protocol logic lives here:
-// every call goes to the Rust client, which also builds the errors (code, owner, expiresInMs).
+// every error it rejects with is an instance of, withLock(), list() as an async iterator, and
+// AbortSignal support. No protocol logic lives here: every call goes to the Rust client, which
+// also builds the errors (code, owner, expiresInMs).
 
-const { registerErrorClass, ...native } = require('./binding.js')
+const { registerErrorClass, Cancellation, version, ...native } = require('./binding.js')
 
 class LockserverError extends Error {
   constructor({ code, message, owner, expiresInMs }) {
@@ -19,7 +20,54 @@ class LockserverError extends Error {
 
 registerErrorClass(LockserverError)
 
+// napi throws its own errors (`StringExpected`, ...) when an argument has the wrong type: make
+// every such error a LockserverError with code BAD_REQUEST, as a bad value is.
+function argumentError(error) {
+  if (error instanceof LockserverError) return error
+  return new LockserverError({ code: 'BAD_REQUEST', message: `invalid argument: ${error.message}` })
+}
+
+for (const cls of [native.LockserverClient, native.LockHandle, native.Lease, native.Listing]) {
+  for (const name of Object.getOwnPropertyNames(cls.prototype)) {
+    const method = Object.getOwnPropertyDescriptor(cls.prototype, name).value
+    if (name === 'constructor' || typeof method !== 'function') continue
+    cls.prototype[name] = function (...args) {
+      try {
+        return method.apply(this, args)
+      } catch (error) {
+        return Promise.reject(argumentError(error))
+      }
+    }
+  }
+}
+
 class LockserverClient extends native.LockserverClient {
+  constructor(options) {
+    try {
+      super(options)
+    } catch (error) {
+      throw argumentError(error)
+    }
+  }
+
+  /** Acquires `resource`; `options.signal` (an AbortSignal) gives the wait up. */
+  async lock(resource, options) {
+    const { signal, ...rest } = options ?? {}
+    if (signal === undefined) return super.lock(resource, options)
+    signal.throwIfAborted()
+    const cancellation = new Cancellation()
+    const onAbort = () => cancellation.cancel()
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      return await super.lock(resource, rest, cancellation)
+    } catch (error) {
+      if (signal.aborted) throw signal.reason
+      throw error
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
   async withLock(resource, options, callback) {
     if (typeof options === 'function') {
       callback = options
@@ -36,6 +84,13 @@ class LockserverClient extends native.LockserverClient {
     await lock.release()
     return result
   }
+
+  async *list(prefix = '', { pageSize = 100 } = {}) {
+    const listing = this.listing(prefix, pageSize)
+    for (let page = await listing.nextPage(); page !== null; page = await listing.nextPage()) {
+      yield* page
+    }
+  }
 }
 
-module.exports = { ...native, LockserverClient, LockserverError }
+module.exports = { ...native, LockserverClient, LockserverError, version: version() }

@@ -163,7 +163,8 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
 
 /// Whether `program` is on the PATH.
 fn found(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn command_line(program: &str, args: &[&str]) -> String {

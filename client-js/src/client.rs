@@ -4,8 +4,10 @@ use lockserver_client::{seconds, Client, LockMode, LockOptions as ClientLockOpti
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::cancel::Cancellation;
 use crate::errors::{promise, to_js};
 use crate::lease::Lease;
+use crate::listing::Listing;
 use crate::lock::LockHandle;
 
 /// Where the server is and who we are; each falls back to `LOCKSERVER_ADDR`,
@@ -18,6 +20,13 @@ pub struct ClientOptions {
     pub owner: Option<String>,
     /// The shared secret sent in `X-LOCKSERVER-SECRET`.
     pub secret: Option<String>,
+    /// Seconds a call may take on top of any server-side wait (default 10).
+    pub timeout: Option<f64>,
+    /// Seconds of expiry, kept alive while held, of a lock taken without `expire`, `lease` or
+    /// `holdUntilReleased` (default 30); `false`: such locks are held until released, even if
+    /// the process dies.
+    #[napi(ts_type = "number | false")]
+    pub default_expire: Option<Either<f64, bool>>,
 }
 
 /// How to acquire: `expire` and `wait` in seconds (`wait` absent: as long as it takes).
@@ -31,6 +40,11 @@ pub struct LockOptions {
     pub value: Option<String>,
     /// A lease id to bind the hold to.
     pub lease: Option<String>,
+    /// No expiry at all: held until released, even if the process dies (the at-most-once
+    /// pattern). Without it, `expire` or `lease`, the client's `defaultExpire` applies (30 s).
+    pub hold_until_released: Option<bool>,
+    /// Seconds each call may take on top of its server-side wait (the client's otherwise).
+    pub timeout: Option<f64>,
 }
 
 /// A held lock as the server describes it.
@@ -80,8 +94,11 @@ impl LockserverClient {
         options: Option<LockOptions>,
     ) -> lockserver_client::Result<lockserver_client::LockBuilder> {
         let options = match options {
-            Some(LockOptions { expire, wait, value, lease }) => {
-                ClientLockOptions::from_seconds(expire, wait, value, lease)?
+            Some(LockOptions { expire, wait, value, lease, hold_until_released, timeout }) => {
+                let held = hold_until_released.unwrap_or(false);
+                let mut options = ClientLockOptions::from_seconds(expire, wait, value, lease, held)?;
+                options.timeout = timeout.map(|secs| seconds("timeout", secs)).transpose()?;
+                options
             }
             None => ClientLockOptions::default(),
         };
@@ -94,9 +111,34 @@ impl LockserverClient {
     /// A client; what `options` leaves out comes from the environment.
     #[napi(constructor)]
     pub fn new(env: Env, options: Option<ClientOptions>) -> Result<Self> {
-        let ClientOptions { addr, owner, secret } =
-            options.unwrap_or(ClientOptions { addr: None, owner: None, secret: None });
-        let client = Client::builder().options(addr, owner, secret).build().map_err(|e| to_js(&env, e))?;
+        let ClientOptions { addr, owner, secret, timeout, default_expire } =
+            options.unwrap_or(ClientOptions {
+                addr: None,
+                owner: None,
+                secret: None,
+                timeout: None,
+                default_expire: None,
+            });
+        let built = (|| {
+            let mut builder = Client::builder().options(addr, owner, secret);
+            if let Some(timeout) = timeout {
+                builder = builder.timeout(seconds("timeout", timeout)?);
+            }
+            match default_expire {
+                Some(Either::A(secs)) => {
+                    builder = builder.default_expire(Some(seconds("defaultExpire", secs)?))
+                }
+                Some(Either::B(false)) => builder = builder.default_expire(None),
+                Some(Either::B(true)) => {
+                    return Err(lockserver_client::Error::InvalidArgument(
+                        "`defaultExpire` is a number of seconds, or false".into(),
+                    ))
+                }
+                None => {}
+            }
+            builder.build()
+        })();
+        let client = built.map_err(|e| to_js(&env, e))?;
         Ok(LockserverClient { client })
     }
 
@@ -132,16 +174,25 @@ impl LockserverClient {
         promise(env, async move { client.release_as_owner(&resource).await }, |()| ())
     }
 
-    /// Acquires `resource`; resolves to a handle whose `release()` ends the hold.
+    /// Acquires `resource`; resolves to a handle whose `release()` ends the hold. A
+    /// `cancellation` (index.js makes one from `options.signal`) gives the wait up.
     #[napi(ts_return_type = "Promise<LockHandle>")]
     pub fn lock<'env>(
         &self,
         env: &'env Env,
         resource: String,
         options: Option<LockOptions>,
+        cancellation: Option<&Cancellation>,
     ) -> Result<PromiseRaw<'env, LockHandle>> {
         let builder = self.builder(resource, options);
-        promise(env, async move { builder?.acquire().await }, LockHandle::new)
+        let cancelled = cancellation.map(Cancellation::cancelled);
+        let acquired = async move {
+            match cancelled {
+                Some(cancelled) => builder?.acquire_unless(cancelled).await,
+                None => builder?.acquire().await,
+            }
+        };
+        promise(env, acquired, LockHandle::new)
     }
 
     /// Acquires `resource` if it is free now; resolves to a handle, or null.
@@ -174,4 +225,17 @@ impl LockserverClient {
         let client = self.client.clone();
         promise(env, async move { client.inspect(&resource).await }, |info| info.map(LockInfo::from))
     }
+
+    /// The pages of held locks whose names start with `prefix` (index.js's `list()` iterates
+    /// them).
+    #[napi]
+    pub fn listing(&self, prefix: String, page_size: Option<u32>) -> Listing {
+        Listing::new(self.client.list_all(&prefix, page_size.unwrap_or(100) as usize))
+    }
+}
+
+/// The package's version.
+#[napi]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
 }

@@ -4,13 +4,17 @@
 //! - `client.rs`: `LockserverClient` (the reference calls, locks, leases, inspection);
 //! - `lock.rs`: `LockHandle`, a held lock;
 //! - `lease.rs`: `Lease`;
+//! - `listing.rs`: `Listing`, the pages behind `list()`;
+//! - `cancel.rs`: `Cancellation`, how an `AbortSignal` ends a wait;
 //! - `errors.rs`: client errors as `LockserverError` instances, and promises that reject with
 //!   them.
 //!
 //! Every call goes to `lockserver_client::Client` on napi's Tokio runtime, so none blocks the
 //! event loop.
 
+mod cancel;
 mod client;
 mod errors;
 mod lease;
+mod listing;
 mod lock;

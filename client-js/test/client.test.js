@@ -172,3 +172,82 @@ test('a LOCKED rejection carries the holder and its time left as properties', as
     error.expiresInMs > 20000)
   await held.release()
 })
+
+test('locks expire by default, and are held until released only when asked', async () => {
+  const lock = await client.lock('default-expiry')
+  const left = (await client.inspect('default-expiry')).expiresIn
+  assert.ok(left > 25 && left <= 30, `${left}`)
+  await lock.release()
+  const forever = await client.lock('forever', { holdUntilReleased: true })
+  assert.equal((await client.inspect('forever')).expiresIn ?? null, null)
+  await forever.release()
+  await assert.rejects(client.lock('both', { expire: 5, holdUntilReleased: true }), { code: 'BAD_REQUEST' })
+  const never = new LockserverClient({ addr: server.addr, secret: server.secret, defaultExpire: false })
+  const configured = await never.lock('configured')
+  assert.equal((await never.inspect('configured')).expiresIn ?? null, null)
+  await configured.release()
+  // The reference API keeps its meaning: without expire, held until released.
+  assert.equal(await client.acquire('reference'), true)
+  assert.equal((await client.inspect('reference')).expiresIn ?? null, null)
+  await client.release('reference')
+})
+
+test('an AbortSignal gives a wait up, and the request leaves the queue', async () => {
+  const held = await client.lock('queue')
+  const other = new LockserverClient({ addr: server.addr, secret: server.secret })
+  const controller = new AbortController()
+  const waiting = other.lock('queue', { signal: controller.signal })
+  await sleep(200)
+  assert.equal((await client.inspect('queue')).waiters, 1)
+  const started = Date.now()
+  controller.abort()
+  await assert.rejects(waiting, (error) => error.name === 'AbortError')
+  assert.ok(Date.now() - started < 1000)
+  for (let i = 0; i < 50 && (await client.inspect('queue')).waiters !== 0; i++) await sleep(20)
+  assert.equal((await client.inspect('queue')).waiters, 0)
+  await held.release()
+  assert.equal(await client.inspect('queue'), null, 'the cancelled request was never granted')
+  // Aborted before the call; and withLock takes the signal too.
+  await assert.rejects(other.lock('queue', { signal: AbortSignal.abort() }), (error) => error.name === 'AbortError')
+  const again = await client.lock('queue')
+  await assert.rejects(
+    other.withLock('queue', { signal: AbortSignal.timeout(100) }, async () => assert.fail('never granted')),
+    (error) => error.name === 'TimeoutError')
+  await again.release()
+})
+
+test('list() iterates every page, and nothing outside the prefix', async () => {
+  const locks = []
+  for (let i = 0; i < 25; i++) locks.push(await client.lock(`jobs/${String(i).padStart(2, '0')}`))
+  const elsewhere = await client.lock('elsewhere')
+  const names = []
+  for await (const info of client.list('jobs/', { pageSize: 10 })) names.push(info.resource)
+  assert.deepEqual(names, Array.from({ length: 25 }, (_, i) => `jobs/${String(i).padStart(2, '0')}`))
+  for (const lock of locks) await lock.release()
+  await elsewhere.release()
+  const rest = []
+  for await (const info of client.list('jobs/')) rest.push(info)
+  assert.deepEqual(rest, [])
+})
+
+test('bad arguments are LockserverErrors with code BAD_REQUEST; version and timeouts', async () => {
+  assert.throws(() => new LockserverClient({ addr: 5 }), (error) => error instanceof LockserverError && error.code === 'BAD_REQUEST')
+  assert.throws(() => new LockserverClient({ addr: server.addr, defaultExpire: true }), { code: 'BAD_REQUEST' })
+  await assert.rejects(client.lock(42), (error) => error instanceof LockserverError && error.code === 'BAD_REQUEST')
+  await assert.rejects(client.inspect({}), { code: 'BAD_REQUEST' })
+  assert.match(require('..').version, /^\d+\.\d+\.\d+$/)
+
+  const net = require('node:net')
+  const silent = net.createServer(() => {})
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  const addr = `127.0.0.1:${silent.address().port}`
+  const quick = new LockserverClient({ addr, secret: 's', timeout: 0.3 })
+  let started = Date.now()
+  await assert.rejects(quick.tryLock('r'), { code: 'UNAVAILABLE' })
+  assert.ok(Date.now() - started < 5000)
+  const slow = new LockserverClient({ addr, secret: 's' })
+  started = Date.now()
+  await assert.rejects(slow.tryLock('r', { timeout: 0.3 }), { code: 'UNAVAILABLE' })
+  assert.ok(Date.now() - started < 5000)
+  silent.close()
+})

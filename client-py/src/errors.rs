@@ -109,7 +109,8 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let namespace = PyDict::new(py);
     namespace.set_item("__module__", "lockserver_client")?;
     namespace.set_item("__doc__", "An argument refused before sending (a BadRequest and a ValueError).")?;
-    let class = py.get_type::<PyType>().call1(("InvalidArgument", bases, namespace))?.cast_into::<PyType>()?;
+    let class =
+        py.get_type::<PyType>().call1(("InvalidArgument", bases, namespace))?.cast_into::<PyType>()?;
     module.add("InvalidArgument", &class)?;
     let _ = INVALID_ARGUMENT.set(py, class.unbind());
     Ok(())

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lockserver_client::{Client, LockInfo, Listing};
+use lockserver_client::{Client, Listing, LockInfo};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

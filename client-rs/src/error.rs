@@ -45,6 +45,9 @@ pub enum Error {
     /// The server could not be reached or is unavailable (shutting down, backend down).
     #[error("lockserver unavailable: {0}")]
     Unavailable(String),
+    /// The caller cancelled the call (a Node `AbortSignal`, say) before it was answered.
+    #[error("cancelled before the lock was acquired")]
+    Cancelled,
     /// Any other answer from the server.
     #[error("lockserver answered {status}: {message}")]
     Server {
@@ -57,7 +60,7 @@ pub enum Error {
 
 impl Error {
     /// Every code [`Error::code`] can return.
-    pub const CODES: [&'static str; 9] = [
+    pub const CODES: [&'static str; 10] = [
         "locked",
         "not_held",
         "not_owner",
@@ -66,12 +69,13 @@ impl Error {
         "unauthorized",
         "bad_request",
         "unavailable",
+        "cancelled",
         "server",
     ];
 
     /// The stable code of this error: the server's code where it has one (`locked`,
     /// `not_held`, `not_owner`, `no_such_lease`, `unauthorized`, `bad_request`, `unavailable`),
-    /// `lock_lost` or `server` otherwise.
+    /// `lock_lost`, `cancelled` or `server` otherwise.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Locked { .. } => "locked",
@@ -82,6 +86,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::BadRequest(_) | Error::InvalidArgument(_) => "bad_request",
             Error::Unavailable(_) => "unavailable",
+            Error::Cancelled => "cancelled",
             Error::Server { .. } => "server",
         }
     }

@@ -176,6 +176,27 @@ impl LockBuilder<Async> {
         self.acquire_until(until).await
     }
 
+    /// [`acquire`](Self::acquire), given up with [`Error::Cancelled`] as soon as `cancelled`
+    /// resolves. The queued request leaves the server's queue; a grant that raced the
+    /// cancellation is released (the owner id is this acquisition's alone, so that release
+    /// can touch nothing else).
+    pub async fn acquire_unless(self, cancelled: impl std::future::Future<Output = ()>) -> Result<LockGuard> {
+        let (transport, resource, owner) =
+            (self.transport.clone(), self.request.resource.clone(), self.request.owner.clone());
+        tokio::select! {
+            acquired = self.acquire() => acquired,
+            () = cancelled => {
+                tokio::spawn(async move {
+                    // Once now, and once after a request still in flight has surely landed.
+                    let _ = transport.release(&resource, &owner, None, false).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = transport.release(&resource, &owner, None, false).await;
+                });
+                Err(Error::Cancelled)
+            }
+        }
+    }
+
     /// Acquires the lock if it is free now; `Ok(None)` when someone else holds it.
     pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
         match self.acquire_until(Some(Instant::now())).await {

@@ -106,7 +106,8 @@ impl Client {
         mode: LockMode,
         expire: Option<Duration>,
     ) -> Result<()> {
-        let mut lock = self.lock(resource).owner(self.owner()).for_scope(mode == LockMode::NonBlocking, expire);
+        let mut lock =
+            self.lock(resource).owner(self.owner()).for_scope(mode == LockMode::NonBlocking, expire);
         if expire.is_none() {
             lock = lock.hold_until_released(); // the reference API's meaning of no expire
         }

@@ -332,12 +332,8 @@ fn guards_expire_by_default_and_hold_until_released_only_when_asked() {
         assert_eq!(client.inspect("forever").await.unwrap().unwrap().expires_in, None);
         forever.release().await.unwrap();
 
-        let never = Client::builder()
-            .addr(&server.base)
-            .secret(&server.secret)
-            .default_expire(None)
-            .build()
-            .unwrap();
+        let never =
+            Client::builder().addr(&server.base).secret(&server.secret).default_expire(None).build().unwrap();
         let guard = never.lock("configured").acquire().await.unwrap();
         assert_eq!(never.inspect("configured").await.unwrap().unwrap().expires_in, None);
         guard.release().await.unwrap();

@@ -20,7 +20,11 @@ async fn secrets_guard_every_route_but_health() {
     assert_eq!((health.status, health.body["status"].clone()), (200, json!("ok")), "{:?}", health.body);
     assert!(health.body["backend"].is_string(), "health names the backend: {:?}", health.body);
     let version = health.body["version"].as_str().unwrap_or_default();
-    assert!(!version.is_empty() && version.split('.').count() == 3, "health says the version: {:?}", health.body);
+    assert!(
+        !version.is_empty() && version.split('.').count() == 3,
+        "health says the version: {:?}",
+        health.body
+    );
 
     let body = json!({"resource": "r", "owner": "o"});
     api.with_secret("").acquire(body.clone()).await.assert_error(401, "unauthorized");
