@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test suite: formatting, clippy, the Rust suites (unit, doc and
-# integration tests against the real server binary), the Python client's pytest suite and the
-# Node client's node:test suite. Installs what the suites need first (etcd and protoc from
+# integration tests against the real server binary), the Python client's pytest suite, the
+# Node client's node:test suite, and the installable packages from a fresh venv and npm project.
+# Installs what the suites need first (etcd and protoc from
 # Debian's packages, a venv with maturin and pytest, npm packages).
 # Usage: scripts/test.sh        (from anywhere in the checkout)
 set -euo pipefail
@@ -48,7 +49,7 @@ if [ ! -x target/venv/bin/python ]; then
     apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv target/venv
   }
 fi
-target/venv/bin/pip install -q --disable-pip-version-check pytest
+target/venv/bin/pip install -q --disable-pip-version-check pytest maturin
 target/venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client-py
 (cd client-py && ../target/venv/bin/python -m pytest -q)
 
@@ -59,3 +60,6 @@ fi
 # npm install, not npm ci: npm 11 refuses its own lock file here (optional platform packages of
 # @napi-rs/lzma are left out of it); install still follows the lock for everything it holds.
 (cd client-js && npm install --no-audit --no-fund && npm run build && npm test)
+
+step "Installable packages: the wheel and the npm tarball, each in a fresh venv / project outside the repo"
+bash scripts/smoke-packages.sh target/venv/bin/python

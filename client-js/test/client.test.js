@@ -251,3 +251,23 @@ test('bad arguments are LockserverErrors with code BAD_REQUEST; version and time
   assert.ok(Date.now() - started < 5000)
   silent.close()
 })
+
+test("the README's Node example runs as written", async () => {
+  const readme = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### Node'))
+  const example = section.match(/```js\n([\s\S]*?)```/)[1]
+    .replace("require('lockserver-client')", `require(${JSON.stringify(path.join(__dirname, '..'))})`)
+  const script = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'readme-')), 'example.js')
+  fs.writeFileSync(script, example)
+  const child = fork(script, [], {
+    env: { ...process.env, LOCKSERVER_ADDR: server.addr, LOCKSERVER_SECRET: server.secret },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  child.stderr.on('data', (chunk) => (output += chunk))
+  const code = await new Promise((resolve) => child.on('exit', resolve))
+  assert.equal(code, 0, output)
+  assert.match(output, /total 2/)
+  assert.match(output, /held by/)
+})

@@ -2,14 +2,17 @@
 //!
 //! They convert types, errors and async, nothing more: every call goes to
 //! `lockserver_client::Client`. Blocking calls release the GIL and run on one shared Tokio
-//! runtime; `*_async` calls and `async with` return asyncio awaitables on the same runtime.
+//! runtime; `*_async` calls and `async with` return asyncio awaitables on the same runtime
+//! (`asyncio.rs`, which keeps Python off Tokio's threads).
 
+mod asyncio;
 mod client;
 mod errors;
 mod lease;
 mod list;
 mod lock;
 
+use asyncio::awaitable;
 use lockserver_client::Error;
 use pyo3::prelude::*;
 use std::future::Future;
@@ -20,16 +23,7 @@ where
     F: Future<Output = Result<T, Error>> + Send,
     T: Send,
 {
-    py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(call)).map_err(errors::to_py)
-}
-
-/// Turns a client call into an asyncio awaitable.
-fn awaitable<'py, F, T>(py: Python<'py>, call: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = Result<T, Error>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    pyo3_async_runtimes::tokio::future_into_py(py, async move { call.await.map_err(errors::to_py) })
+    py.detach(|| asyncio::runtime().block_on(call)).map_err(errors::to_py)
 }
 
 /// `__exit__`: ends the lock or lease, raising what went wrong only when the block itself

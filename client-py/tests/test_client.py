@@ -339,3 +339,43 @@ def test_version_and_timeouts(server):
         slow.try_lock("r", timeout=0.3)
     assert time.monotonic() - started < 5
     silent.close()
+
+
+def test_the_readme_example_runs(server):
+    """The README's Python example, as written, against a real server."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Python") :]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    env = {**os.environ, "LOCKSERVER_ADDR": server.addr, "LOCKSERVER_SECRET": server.secret}
+    ran = subprocess.run([sys.executable, "-c", example], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "got it, token" in ran.stdout and "held by" in ran.stdout, ran.stdout
+
+
+def test_cancelling_an_awaited_lock_leaves_the_queue(client):
+    holder = client.try_lock("cancel-me")
+
+    async def waiting():
+        task = asyncio.ensure_future(client.lock_async("cancel-me").__aenter__())
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if client.inspect("cancel-me")["waiters"] == 1:
+                break
+        assert client.inspect("cancel-me")["waiters"] == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if client.inspect("cancel-me")["waiters"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert client.inspect("cancel-me")["waiters"] == 0
+
+    asyncio.run(waiting())
+    holder.release()
+    assert client.inspect("cancel-me") is None, "the cancelled request was never granted"
