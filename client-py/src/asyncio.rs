@@ -81,7 +81,7 @@ fn waker<'py>(py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound
             Ok::<_, PyErr>(py.import("weakref")?.call_method0("WeakKeyDictionary")?.unbind())
         })?
         .bind(py);
-    if let Some(waker) = wakers.call_method1("get", (event_loop,))?.cast_into::<LoopWaker>().ok() {
+    if let Ok(waker) = wakers.call_method1("get", (event_loop,))?.cast_into::<LoopWaker>() {
         return Ok(waker);
     }
     let (read, wake) = UnixStream::pair()?;
