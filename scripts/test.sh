@@ -13,9 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # Integration tests open a thousand connections at once.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build, feature etcd)"
-if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler
+step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build, feature etcd), curl (the README's examples)"
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null || ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler curl
 fi
 
 step "rustfmt and clippy components"
