@@ -26,7 +26,11 @@ fn the_readme_curl_examples_run() {
     let addr = server.base.trim_start_matches("http://");
     let script = format!(
         "set -eu\nexport LOCKSERVER_SECRET=readme\nS=\"X-LOCKSERVER-SECRET: $LOCKSERVER_SECRET\"\n{}",
-        blocks.iter().map(|block| format!("{block}echo\n")).collect::<String>().replace("localhost:8080", addr)
+        blocks
+            .iter()
+            .map(|block| format!("{block}echo\n"))
+            .collect::<String>()
+            .replace("localhost:8080", addr)
     );
     let ran = Command::new("bash").arg("-c").arg(&script).output().expect("running bash");
     let output = String::from_utf8_lossy(&ran.stdout);
@@ -44,4 +48,28 @@ fn the_readme_curl_examples_run() {
     ] {
         assert!(output.contains(shown), "the README shows {shown}, the server answered:\n{output}");
     }
+}
+
+/// The README's Rust example is `client-rs/examples/readme.rs`, word for word, and it runs.
+#[test]
+fn the_readme_rust_example_is_the_example_and_runs() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let rust = &readme[readme.find("### Rust").expect("a Rust section")..];
+    let block =
+        rust.split("```rust\n").nth(1).and_then(|block| block.split("```").next()).expect("a rust block");
+    let example = std::fs::read_to_string(format!("{root}/client-rs/examples/readme.rs")).unwrap();
+    assert!(example.contains(block.trim()), "README's Rust block differs from client-rs/examples/readme.rs");
+
+    let server = TestServer::start_raw(&["--secret", "readme", "--storage", "memory"], Some("readme".into()));
+    let ran = Command::new(env!("CARGO"))
+        .args(["run", "-q", "-p", "lockserver-client", "--example", "readme"])
+        .current_dir(root)
+        .env("LOCKSERVER_ADDR", &server.base)
+        .env("LOCKSERVER_SECRET", "readme")
+        .output()
+        .expect("running cargo");
+    let output = String::from_utf8_lossy(&ran.stdout);
+    assert!(ran.status.success(), "{output}\n{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(output.contains("token ") && output.contains("total 2"), "{output}");
 }
