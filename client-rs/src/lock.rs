@@ -341,6 +341,13 @@ impl LockGuard {
         self.hold.refresh(None).await
     }
 
+    /// The latest time the hold is known to last until: when the last answered acquire or
+    /// refresh was sent, plus its expiry (the server's own deadline is never earlier). `None`
+    /// for a hold without expiry of its own.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.hold.liveness.as_ref().map(|liveness| liveness.deadline())
+    }
+
     /// Whether the lock is known to be lost (or may be: its deadline passed unrefreshed).
     pub fn is_lost(&self) -> bool {
         self.hold.liveness.as_ref().is_some_and(|liveness| liveness.is_lost())

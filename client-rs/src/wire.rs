@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use lockserver_protocol::bodies::{
-    AcquireBody, GrantReply, KeepaliveReply, LeaseBody, LeaseReply, ListQuery, LockPageReply, LockReply,
-    RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply, RevokedReply,
+    AcquireBody, GrantReply, HealthReply, KeepaliveReply, LeaseBody, LeaseReply, ListQuery, LockPageReply,
+    LockReply, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply, RevokedReply,
 };
 use lockserver_protocol::SECRET_HEADER;
 use reqwest::Method;
@@ -175,6 +175,11 @@ impl Transport {
             (Ok(_), _) | (Err(Error::NoSuchLease), true) => Ok(()),
             (Err(error), _) => Err(error),
         }
+    }
+
+    /// `GET /health`: the server's status (503 answers `unavailable` with the reason).
+    pub(crate) async fn health(&self) -> Result<HealthReply> {
+        self.call::<HealthReply>(Call::idempotent(Method::GET, "/health", None::<()>)).await
     }
 
     /// `GET /leases/{id}`.

@@ -4,6 +4,8 @@
 //! - [`bodies`]: the JSON request and reply bodies of every route.
 //! - [`codes`]: the error codes, each with its string and HTTP status, and the error body.
 //! - [`limits`]: the fixed bounds every request is checked against.
+//! - [`durations`]: durations as flags take them (`500ms`, `30s`, `1d`), for the server and
+//!   `lockctl`.
 //! - [`SECRET_HEADER`]: the header that carries the secret.
 //!
 //! Durations travel as seconds (fractions allowed) in requests and as whole milliseconds
@@ -20,6 +22,7 @@
 
 pub mod bodies;
 pub mod codes;
+pub mod durations;
 pub mod limits;
 
 use std::time::Duration;

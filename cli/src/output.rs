@@ -1,0 +1,51 @@
+//! How answers are printed: aligned tables for people, JSON for scripts (`--json`).
+
+use std::time::Duration;
+
+use lockserver_client::{LeaseInfo, LockInfo};
+use serde_json::{json, Value};
+
+/// A duration as seconds, to the millisecond.
+pub fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// A held lock as JSON (the fields of `GET /locks/{name}`, times in seconds).
+pub fn lock_json(info: &LockInfo) -> Value {
+    json!({
+        "resource": info.resource,
+        "owner": info.owner,
+        "token": info.token,
+        "expires_in": info.expires_in.map(seconds),
+        "value": info.value,
+        "waiters": info.waiters,
+        "lease": info.lease,
+    })
+}
+
+/// A lease as JSON.
+pub fn lease_json(lease: &LeaseInfo) -> Value {
+    json!({"lease": lease.id, "ttl": seconds(lease.ttl), "locks": lease.locks})
+}
+
+/// Held locks as a table: name, owner, token, time left, waiters, lease.
+pub fn print_locks(locks: &[LockInfo]) {
+    let mut rows = vec![["RESOURCE", "OWNER", "TOKEN", "EXPIRES IN", "WAITERS", "LEASE"].map(String::from)];
+    rows.extend(locks.iter().map(|info| {
+        [
+            info.resource.clone(),
+            info.owner.clone(),
+            info.token.to_string(),
+            info.expires_in.map_or("-".to_string(), |left| format!("{:.1}s", left.as_secs_f64())),
+            info.waiters.to_string(),
+            info.lease.clone().unwrap_or_else(|| "-".to_string()),
+        ]
+    }));
+    let widths: Vec<usize> =
+        (0..6).map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
