@@ -99,6 +99,13 @@ pub struct Config {
     #[arg(long, env = "LOCKSERVER_WORKERS")]
     pub workers: Option<usize>,
 
+    /// The log's format on stderr: `text` (colours only on a terminal) or `json` (one object a
+    /// line). What is logged is set by RUST_LOG (default `info`: start-up, shutdown, store and
+    /// etcd trouble; `debug` adds a line per request, grant, hand-off and expiry; for example
+    /// `RUST_LOG=lockserver=debug`).
+    #[arg(long, env = "LOCKSERVER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Salvage a damaged --data-dir, then exit without serving: keep every record that still
     /// reads, move the old files into `damaged-<time>/` (never deleted), report what was dropped.
     /// Only on this explicit request: the server never does it by itself.
@@ -125,6 +132,15 @@ pub struct Config {
     /// machine's memory).
     #[arg(long, env = "LOCKSERVER_MAX_MEMORY", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+}
+
+/// How the log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Which backend keeps the locks.

@@ -86,12 +86,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     let server = http::bind(&settings, backend.clone(), secrets.clone())
         .map_err(|source| StartError::Listen { addr: settings.addr, source })?;
     let addr = server.addrs()[0];
+    match (config.backend, config.storage) {
+        (Backend::Etcd, _) => info!(
+            endpoints = ?config.etcd_endpoints,
+            prefix = %config.etcd_prefix,
+            "etcd backend: this server is a gateway"
+        ),
+        (Backend::Embedded, Storage::Durable) => info!(
+            data_dir = %config.data_dir.display(),
+            compact_after = config.compact_after,
+            recovery = ?started.elapsed(),
+            "embedded backend, durable storage"
+        ),
+        (Backend::Embedded, Storage::Memory) => {
+            info!("embedded backend, memory storage: nothing survives a restart")
+        }
+    }
     info!(
         %addr,
         backend = ?config.backend,
-        storage = ?config.storage,
-        data_dir = %config.data_dir.display(),
-        recovery = ?started.elapsed(),
         max_wait = ?config.max_wait,
         max_expire = ?config.max_expire,
         value_retention = ?config.value_retention,

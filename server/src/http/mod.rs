@@ -6,7 +6,8 @@
 //! - `replies.rs`: engine answers as the protocol's reply bodies;
 //! - `error.rs`: [`ApiError`] and its one mapping to a status and a JSON body;
 //! - `auth.rs`: the secret header;
-//! - `body.rs`: the request body, read in time.
+//! - `body.rs`: the request body, read in time;
+//! - `request_log.rs`: a debug line per request.
 //!
 //! The wire format itself (bodies, codes, header, limits) is the `lockserver-protocol` crate.
 
@@ -14,6 +15,7 @@ mod auth;
 mod body;
 mod error;
 mod replies;
+mod request_log;
 mod routes;
 mod validate;
 
@@ -96,6 +98,8 @@ pub fn bind(
             .configure(routes)
             // The secret is checked before any handler reads the body.
             .wrap(from_fn(auth::require_secret))
+            // Outermost: logs every answer, refusals included.
+            .wrap(from_fn(request_log::log_request))
     })
     // A client that closes its connection while queued for a lock leaves the queue: the
     // handler's future is dropped only when half-closed connections are not kept.

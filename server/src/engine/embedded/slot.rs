@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::Shared;
 use crate::engine::capacity::{self, Permit, LOCK_OVERHEAD, WAITER_OVERHEAD};
@@ -96,6 +97,7 @@ impl<'a> SlotCx<'a> {
     /// Expires a hold whose deadline has passed and drops a value whose retention has ended.
     pub(super) fn settle(&mut self) {
         if self.slot.holder.is_some() && self.slot.deadline.is_some_and(|at| at <= self.now) {
+            debug!(resource = %self.name, "hold expired");
             self.end_hold(true);
         }
         if self.slot.holder.is_none() && self.slot.deadline.is_some_and(|at| at <= self.now) {
@@ -122,7 +124,9 @@ impl<'a> SlotCx<'a> {
                 )));
             }
             self.admit(capacity::footprint(LOCK_OVERHEAD, &[self.name.len(), owner.len(), value_len]))?;
-            return self.grant(owner, lifetime, value).map(Acquired::Granted);
+            let grant = self.grant(owner, lifetime, value)?;
+            debug!(resource = %self.name, owner = %grant.owner, token = grant.token.0, "granted");
+            return Ok(Acquired::Granted(grant));
         };
         if *holder.owner == *owner {
             self.admit(value_len)?;
@@ -287,7 +291,9 @@ impl<'a> SlotCx<'a> {
             let answer = self.grant(waiter.owner, waiter.lifetime, waiter.value);
             let granted = answer.is_ok();
             let handoff = self.handoff.get_or_insert_with(Arc::default).clone();
+            let token = self.slot.holder.as_ref().map(|holder| holder.token.0);
             if waiter.reply.send(answer.map(|grant| (grant, handoff))).is_ok() && granted {
+                debug!(resource = %self.name, token, "handed off to the head waiter");
                 return;
             }
             if granted {
