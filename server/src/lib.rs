@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod resources;
 
 use std::future::Future;
@@ -83,6 +84,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
             Arc::new(backend)
         }
     };
+    metrics::global().set_backend(match config.backend {
+        Backend::Embedded => "embedded",
+        Backend::Etcd => "etcd",
+    });
     let server = http::bind(&settings, backend.clone(), secrets.clone())
         .map_err(|source| StartError::Listen { addr: settings.addr, source })?;
     let addr = server.addrs()[0];

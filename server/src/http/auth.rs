@@ -1,4 +1,5 @@
-//! The shared secret: every route but `GET /health` needs `X-LOCKSERVER-SECRET`.
+//! The shared secret: every route but `GET /health` needs it, in `X-LOCKSERVER-SECRET` or as
+//! `Authorization: Bearer <secret>` (what Prometheus' `authorization` setting sends).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -65,7 +66,11 @@ pub async fn require_secret(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if request.path() != "/health" {
-        let given = request.headers().get(SECRET_HEADER).map(|value| value.as_bytes());
+        let headers = request.headers();
+        let given = headers.get(SECRET_HEADER).map(|value| value.as_bytes()).or_else(|| {
+            let authorization = headers.get(actix_web::http::header::AUTHORIZATION)?.as_bytes();
+            authorization.strip_prefix(b"Bearer ")
+        });
         let secrets = request.app_data::<Data<Secrets>>().expect("the app is built with its secrets");
         if !given.is_some_and(|given| secrets.accepts(given)) {
             return Err(ApiError::Unauthorized.into());

@@ -7,15 +7,15 @@
 //! - `error.rs`: [`ApiError`] and its one mapping to a status and a JSON body;
 //! - `auth.rs`: the secret header;
 //! - `body.rs`: the request body, read in time;
-//! - `request_log.rs`: a debug line per request.
+//! - `observe.rs`: each request counted in the metrics, and a debug line per request.
 //!
 //! The wire format itself (bodies, codes, header, limits) is the `lockserver-protocol` crate.
 
 mod auth;
 mod body;
 mod error;
+mod observe;
 mod replies;
-mod request_log;
 mod routes;
 mod validate;
 
@@ -98,8 +98,8 @@ pub fn bind(
             .configure(routes)
             // The secret is checked before any handler reads the body.
             .wrap(from_fn(auth::require_secret))
-            // Outermost: logs every answer, refusals included.
-            .wrap(from_fn(request_log::log_request))
+            // Outermost: counts and logs every answer, refusals included.
+            .wrap(from_fn(observe::observe))
     })
     // A client that closes its connection while queued for a lock leaves the queue: the
     // handler's future is dropped only when half-closed connections are not kept.

@@ -30,6 +30,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .app_data(path)
         .app_data(query)
         .service(resource("/health").route(web::get().to(health)))
+        .service(resource("/metrics").route(web::get().to(metrics)))
         .service(resource("/acquire").route(web::post().to(acquire)))
         .service(resource("/release").route(web::post().to(release)))
         .service(resource("/refresh").route(web::post().to(refresh)))
@@ -89,6 +90,14 @@ async fn health(state: Data<AppState>) -> HttpResponse {
             ..reply
         }),
     }
+}
+
+/// The Prometheus exposition (OpenMetrics text), with the backend's gauges read now.
+async fn metrics(state: Data<AppState>) -> HttpResponse {
+    let gauges = state.backend.gauges().await;
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(crate::metrics::global().encode(gauges))
 }
 
 async fn acquire(state: Data<AppState>, body: Body<AcquireBody>) -> Result<Json<GrantReply>> {

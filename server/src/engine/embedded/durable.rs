@@ -14,6 +14,7 @@ use super::slot::{Holder, Slot};
 use super::store::{DurableState, Record, Recovered, StoreError};
 use super::table::ShardState;
 use super::Shared;
+use crate::engine::clock::since_start_ms;
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, FencingToken, LeaseId};
 
@@ -52,8 +53,12 @@ impl Shared {
                     };
                     let value = value.map(String::into_boxed_str);
                     if alive {
-                        let holder =
-                            Holder { owner: owner.into_boxed_str(), token: FencingToken(token), lease };
+                        let holder = Holder {
+                            owner: owner.into_boxed_str(),
+                            token: FencingToken(token),
+                            lease: lease.map(Box::new),
+                            granted_ms: since_start_ms(now),
+                        };
                         Slot {
                             holder: Some(holder),
                             deadline: deadline_ms.and_then(instant),

@@ -82,6 +82,7 @@ async fn run_lease_timer(shared: Weak<Shared>, wake: Arc<Notify>) {
             Some(shared) => {
                 let (ended, next) = shared.leases.take_expired(Instant::now());
                 for lease in ended {
+                    crate::metrics::global().lease_expired();
                     shared.end_lease(lease);
                 }
                 next

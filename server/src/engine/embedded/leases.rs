@@ -94,6 +94,11 @@ impl LeaseTable {
         state.leases.insert(id, Lease { ttl, deadline, locks: BTreeSet::new(), waiting: HashSet::new() });
     }
 
+    /// How many leases are alive.
+    pub(super) fn len(&self) -> usize {
+        self.state().leases.len()
+    }
+
     /// Every live lease as a journal record, for a snapshot.
     pub(super) fn records(&self, now: Instant, wall_ms: u64) -> Vec<Record> {
         self.state().leases.iter().map(|(id, lease)| lease_record(id, lease, now, wall_ms)).collect()

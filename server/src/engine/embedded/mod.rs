@@ -42,7 +42,7 @@ use super::{
 };
 use leases::LeaseTable;
 use queued::QueuedWait;
-use slot::Acquired;
+use slot::{Acquired, HoldEnd};
 use store::{DurableState, Journal, Recovered};
 
 pub use store::{repair, Repaired, StoreError};
@@ -168,8 +168,10 @@ impl LockBackend for EmbeddedBackend {
                 Ok(grant)
             }
             Acquired::Queued { name, id, reply } => {
+                let queued_at = Instant::now();
                 let (grant, handoff) =
                     QueuedWait::new(shared.clone(), name, id, reply).wait_until(wait_until).await?;
+                crate::metrics::global().waited(queued_at.elapsed());
                 // Whoever released made (and journaled) the grant: once the shard's mutex is
                 // free, the handoff holds where.
                 shared.barrier(&resource);
@@ -184,7 +186,7 @@ impl LockBackend for EmbeddedBackend {
             .shared
             .with_durable_slot(&request.resource, true, |cx| {
                 cx.check_holder(&request.owner, request.token)?;
-                cx.end_hold(request.keep_value);
+                cx.end_hold(request.keep_value, HoldEnd::Released);
                 Ok(())
             })
             .await?;
@@ -222,6 +224,23 @@ impl LockBackend for EmbeddedBackend {
         let (ttl, position) = self.shared.leases.keepalive(lease, Instant::now())?;
         self.shared.written(position).await?;
         Ok(ttl)
+    }
+
+    async fn gauges(&self) -> crate::metrics::Gauges {
+        let locks_held = self
+            .shared
+            .shards
+            .iter()
+            .map(|shard| {
+                let state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.slots.values().filter(|slot| slot.holder.is_some()).count() as u64
+            })
+            .sum();
+        crate::metrics::Gauges {
+            locks_held,
+            waiters: self.shared.waiters.used() as u64,
+            leases: self.shared.leases.len() as u64,
+        }
     }
 
     async fn revoke(&self, lease: &LeaseId) -> Result<()> {

@@ -13,9 +13,11 @@ use tracing::debug;
 
 use super::Shared;
 use crate::engine::capacity::{self, Permit, LOCK_OVERHEAD, WAITER_OVERHEAD};
+use crate::engine::clock::since_start_ms;
 use crate::engine::{
     EngineError, FencingToken, Grant, LeaseId, Lifetime, LockInfo, RefreshRequest, Refreshed, Result,
 };
+use crate::metrics::{self, How};
 
 /// What `too_many` names when `--max-memory` is reached.
 const MEMORY: &str = "bytes of locks and waiters (--max-memory)";
@@ -39,7 +41,21 @@ pub(super) struct Slot {
 pub(super) struct Holder {
     pub(super) owner: Box<str>,
     pub(super) token: FencingToken,
-    pub(super) lease: Option<LeaseId>,
+    /// Boxed: few holds have a lease, and the slot stays in a smaller allocation.
+    pub(super) lease: Option<Box<LeaseId>>,
+    /// When the hold was granted ([`since_start_ms`]), for `lockserver_hold_seconds`.
+    pub(super) granted_ms: u64,
+}
+
+/// Why a hold ends, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HoldEnd {
+    /// Released by its holder, or with its lease.
+    Released,
+    /// Its deadline passed.
+    Expired,
+    /// A grant taken back before its waiter saw it: no hold to count.
+    Withdrawn,
 }
 
 /// What a queued request is answered with: its grant, and where the change that made it is in
@@ -98,7 +114,7 @@ impl<'a> SlotCx<'a> {
     pub(super) fn settle(&mut self) {
         if self.slot.holder.is_some() && self.slot.deadline.is_some_and(|at| at <= self.now) {
             debug!(resource = %self.name, "hold expired");
-            self.end_hold(true);
+            self.end_hold(true, HoldEnd::Expired);
         }
         if self.slot.holder.is_none() && self.slot.deadline.is_some_and(|at| at <= self.now) {
             self.slot.value = None;
@@ -126,6 +142,7 @@ impl<'a> SlotCx<'a> {
             self.admit(capacity::footprint(LOCK_OVERHEAD, &[self.name.len(), owner.len(), value_len]))?;
             let grant = self.grant(owner, lifetime, value)?;
             debug!(resource = %self.name, owner = %grant.owner, token = grant.token.0, "granted");
+            metrics::global().granted(How::immediate);
             return Ok(Acquired::Granted(grant));
         };
         if *holder.owner == *owner {
@@ -177,7 +194,9 @@ impl<'a> SlotCx<'a> {
         }
         self.slot.deadline = deadline;
         let token = self.shared.next_token();
-        self.slot.holder = Some(Holder { owner: owner.into_boxed_str(), token, lease });
+        let granted_ms = since_start_ms(self.now);
+        self.slot.holder =
+            Some(Holder { owner: owner.into_boxed_str(), token, lease: lease.map(Box::new), granted_ms });
         self.dirty = true;
         Ok(self.grant_info())
     }
@@ -186,10 +205,10 @@ impl<'a> SlotCx<'a> {
     fn renew(&mut self, lifetime: Lifetime, value: Option<String>) -> Result<Grant> {
         let (deadline, lease) = self.bind(&lifetime)?;
         let holder = self.slot.holder.as_mut().expect("renew is called on a held lock");
-        if let Some(old) = holder.lease.take().filter(|old| lease.as_ref() != Some(old)) {
+        if let Some(old) = holder.lease.take().filter(|old| lease.as_ref() != Some(&**old)) {
             self.shared.leases.detach(&old, self.name);
         }
-        holder.lease = lease;
+        holder.lease = lease.map(Box::new);
         self.slot.deadline = deadline;
         if let Some(value) = value {
             self.slot.value = Some(value.into_boxed_str());
@@ -266,8 +285,12 @@ impl<'a> SlotCx<'a> {
 
     /// Ends the current hold and hands the lock to the head waiter. The value stays for the
     /// next holder when `keep_value` (always on expiry: the holder may have died mid-job).
-    pub(super) fn end_hold(&mut self, keep_value: bool) {
+    pub(super) fn end_hold(&mut self, keep_value: bool, end: HoldEnd) {
         let Some(holder) = self.slot.holder.take() else { return };
+        if end != HoldEnd::Withdrawn {
+            let held = Duration::from_millis(since_start_ms(self.now).saturating_sub(holder.granted_ms));
+            metrics::global().ended(end == HoldEnd::Expired, Some(held));
+        }
         self.slot.deadline = None;
         self.dirty = true;
         if let Some(lease) = &holder.lease {
@@ -294,6 +317,7 @@ impl<'a> SlotCx<'a> {
             let token = self.slot.holder.as_ref().map(|holder| holder.token.0);
             if waiter.reply.send(answer.map(|grant| (grant, handoff))).is_ok() && granted {
                 debug!(resource = %self.name, token, "handed off to the head waiter");
+                metrics::global().granted(How::handoff);
                 return;
             }
             if granted {
@@ -322,7 +346,7 @@ impl<'a> SlotCx<'a> {
         }
         if let Ok(Ok((grant, _))) = reply.try_recv() {
             if self.slot.holder.as_ref().is_some_and(|h| h.token == grant.token) {
-                self.end_hold(true);
+                self.end_hold(true, HoldEnd::Withdrawn);
             }
         }
     }
@@ -387,7 +411,7 @@ impl Slot {
             expires_in: holder.expires_in(self.deadline, shared, now),
             value: self.value.as_deref().map(str::to_string),
             waiters: self.waiting(),
-            lease: holder.lease.clone(),
+            lease: holder.lease.as_deref().cloned(),
         })
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::expiry::Timers;
 use super::leases::EndedLease;
-use super::slot::{Slot, SlotCx};
+use super::slot::{HoldEnd, Slot, SlotCx};
 use super::Shared;
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, Lifetime, ListRequest, LockPage, Result};
@@ -184,8 +184,8 @@ impl Shared {
         let mut last = 0;
         for name in &ended.locks {
             let ((), position) = self.with_slot_at(name, |cx| {
-                if cx.slot.holder.as_ref().is_some_and(|h| h.lease.as_ref() == Some(&ended.id)) {
-                    cx.end_hold(true);
+                if cx.slot.holder.as_ref().is_some_and(|h| h.lease.as_deref() == Some(&ended.id)) {
+                    cx.end_hold(true, HoldEnd::Released);
                 }
             });
             last = last.max(position);

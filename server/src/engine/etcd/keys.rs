@@ -81,6 +81,16 @@ impl Keys {
         prefix_end(self.key("h/", prefix, b""))
     }
 
+    /// The prefix of every holder key.
+    pub(super) fn holds_prefix(&self) -> Vec<u8> {
+        self.key("h/", "", b"")
+    }
+
+    /// The prefix of every lease record.
+    pub(super) fn leases_prefix(&self) -> Vec<u8> {
+        self.key("l/", "", b"")
+    }
+
     /// The resource whose holder key this is.
     pub(super) fn name_of_hold(&self, key: &[u8]) -> Option<String> {
         let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"h/")?;

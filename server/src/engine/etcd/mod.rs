@@ -55,6 +55,7 @@ use super::{
     AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend, LockInfo,
     LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
 };
+use crate::metrics::{self, Gauges, How};
 
 /// How late after its deadline the etcd lease backstop ends a hold whose gateway died: etcd
 /// counts leases in whole seconds, and backstop leases are shared for a second.
@@ -118,6 +119,14 @@ struct Inner {
     /// The bytes the queued requests take, and their cap.
     memory: Counter,
     max_memory: AtomicUsize,
+}
+
+/// Counts an operation of this backend by its outcome (`lockserver_etcd_requests_total`). A
+/// refusal the caller caused (locked, not held, ...) counts as `ok`: etcd answered.
+fn counted<T>(op: &'static str, outcome: Result<T>) -> Result<T> {
+    let etcd_failed = matches!(outcome, Err(EngineError::Unavailable(_) | EngineError::TooMany(_)));
+    metrics::global().etcd(op, !etcd_failed);
+    outcome
 }
 
 /// Maps an etcd client error: `too_many` when etcd's database is full (its quota, the bound on
@@ -194,57 +203,97 @@ impl EtcdBackend {
 #[async_trait]
 impl LockBackend for EtcdBackend {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant> {
+        let metrics = metrics::global();
         let wait_until = Instant::now() + request.wait;
-        loop {
-            match self.inner.try_acquire(&request).await? {
-                Attempt::Granted(grant) => return Ok(grant),
-                Attempt::Held(locked) if request.wait.is_zero() => return Err(locked),
-                Attempt::Held(_) => break,
-                Attempt::Retry => continue,
+        let attempt = async {
+            loop {
+                match self.inner.try_acquire(&request).await? {
+                    Attempt::Granted(grant) => return Ok(Some(grant)),
+                    Attempt::Held(locked) if request.wait.is_zero() => return Err(locked),
+                    Attempt::Held(_) => return Ok(None),
+                    Attempt::Retry => continue,
+                }
             }
-        }
-        Queued::enter(self.inner.clone(), &request).await?.wait(&request, wait_until).await
+        };
+        let granted = match counted("acquire", attempt.await) {
+            Ok(Some(grant)) => {
+                metrics.granted(How::immediate);
+                return Ok(grant);
+            }
+            Ok(None) => None::<Grant>,
+            Err(error) => return Err(error),
+        };
+        debug_assert!(granted.is_none());
+        let queued_at = Instant::now();
+        let queued = Queued::enter(self.inner.clone(), &request).await?.wait(&request, wait_until).await;
+        let grant = counted("acquire_queued", queued)?;
+        metrics.granted(How::handoff);
+        metrics.waited(queued_at.elapsed());
+        Ok(grant)
     }
 
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
-        loop {
-            let hold = self.inner.current_hold(&request.resource, &request.owner, request.token).await?;
-            if self.inner.end_hold(&request.resource, hold.mod_revision, request.keep_value).await? {
-                return Ok(());
+        let released = async {
+            loop {
+                let hold = self.inner.current_hold(&request.resource, &request.owner, request.token).await?;
+                if self.inner.end_hold(&request.resource, hold.mod_revision, request.keep_value).await? {
+                    return Ok(());
+                }
             }
-        }
+        };
+        counted("release", released.await)?;
+        metrics::global().ended(false, None);
+        Ok(())
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<Refreshed> {
-        loop {
-            if let Some(refreshed) = self.inner.try_refresh(&request).await? {
-                return Ok(refreshed);
+        let refreshed = async {
+            loop {
+                if let Some(refreshed) = self.inner.try_refresh(&request).await? {
+                    return Ok(refreshed);
+                }
             }
-        }
+        };
+        counted("refresh", refreshed.await)
     }
 
     async fn inspect(&self, resource: &str) -> Result<LockInfo> {
-        self.inner.inspect(resource).await
+        counted("inspect", self.inner.inspect(resource).await)
     }
 
     async fn list(&self, request: ListRequest) -> Result<LockPage> {
-        self.inner.list(&request).await
+        counted("list", self.inner.list(&request).await)
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
-        self.inner.grant_lease(ttl).await
+        counted("grant_lease", self.inner.grant_lease(ttl).await)
     }
 
     async fn keepalive(&self, lease: &LeaseId) -> Result<Duration> {
-        self.inner.keepalive(lease).await
+        counted("keepalive", self.inner.keepalive(lease).await)
     }
 
     async fn revoke(&self, lease: &LeaseId) -> Result<()> {
-        self.inner.revoke(lease).await
+        counted("revoke", self.inner.revoke(lease).await)
     }
 
     async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo> {
-        self.inner.lease_info(lease).await
+        counted("lease_info", self.inner.lease_info(lease).await)
+    }
+
+    async fn gauges(&self) -> Gauges {
+        let count = |prefix: Vec<u8>| {
+            let mut client = self.inner.client.clone();
+            async move {
+                let options = GetOptions::new().with_prefix().with_count_only();
+                client.get(prefix, Some(options)).await.map_or(0, |answer| answer.count().max(0) as u64)
+            }
+        };
+        Gauges {
+            locks_held: count(self.inner.keys.holds_prefix()).await,
+            waiters: self.inner.waiters.used() as u64,
+            leases: count(self.inner.keys.leases_prefix()).await,
+        }
     }
 
     async fn health(&self) -> Health {

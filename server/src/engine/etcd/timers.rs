@@ -37,14 +37,22 @@ impl Inner {
             for attempt in 0..50 {
                 let Some(inner) = inner.upgrade() else { return };
                 let done = match &due {
-                    Due::Hold(name) => inner.end_hold(name, mod_revision, true).await.map(|_| ()),
+                    Due::Hold(name) => inner.end_hold(name, mod_revision, true).await.map(|ended| {
+                        if ended {
+                            crate::metrics::global().ended(true, None);
+                        }
+                    }),
                     Due::Value(_) => {
                         let txn = Txn::new()
                             .when([Compare::mod_revision(timer_key.clone(), CompareOp::Equal, mod_revision)])
                             .and_then([TxnOp::delete(timer_key.clone(), None)]);
                         inner.txn(txn).await.map(|_| ())
                     }
-                    Due::Lease(id) => inner.end_lease(*id, Some(mod_revision)).await.map(|_| ()),
+                    Due::Lease(id) => inner.end_lease(*id, Some(mod_revision)).await.map(|ended| {
+                        if ended {
+                            crate::metrics::global().lease_expired();
+                        }
+                    }),
                 };
                 match done {
                     Ok(()) => {

@@ -92,6 +92,8 @@ pub struct Journal {
 struct Pending {
     /// Appended, not yet handed to the writer.
     bytes: Vec<u8>,
+    /// How many records `bytes` holds (for `lockserver_journal_batch_records`).
+    records: usize,
     /// Position after the last appended byte.
     appended: u64,
     /// Switch to log generation `.1` at position `.0`.
@@ -125,6 +127,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
+                records: 0,
                 appended: 0,
                 rotate: None,
                 closed: false,
@@ -196,6 +199,7 @@ impl Journal {
         }
         pending.appended += encoded.len() as u64;
         pending.bytes.extend_from_slice(&encoded);
+        pending.records += 1;
         let (position, idle) = (pending.appended, pending.writer_idle);
         drop(pending);
         if idle {

@@ -34,7 +34,7 @@ impl Journal {
         let mut log_bytes = 0u64;
         let mut compaction_requested = false;
         loop {
-            let (bytes, rotate) = {
+            let (bytes, rotate, records) = {
                 let mut pending = self.pending();
                 while pending.bytes.is_empty() && pending.rotate.is_none() && !pending.closed {
                     pending.writer_idle = true;
@@ -44,8 +44,13 @@ impl Journal {
                 if pending.closed && pending.bytes.is_empty() {
                     return;
                 }
-                (std::mem::take(&mut pending.bytes), pending.rotate.take())
+                (
+                    std::mem::take(&mut pending.bytes),
+                    pending.rotate.take(),
+                    std::mem::take(&mut pending.records),
+                )
             };
+            let syncing = std::time::Instant::now();
             let start = flushed;
             let end = start + bytes.len() as u64;
             let mut rest = &bytes[..];
@@ -77,6 +82,7 @@ impl Journal {
                     None => return,
                 }
             }
+            crate::metrics::global().journal_synced(syncing.elapsed(), records);
             log_bytes += rest.len() as u64;
             flushed = end;
             self.mark_durable(end);
