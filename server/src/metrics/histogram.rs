@@ -41,21 +41,32 @@ impl AtomicHistogram {
         AtomicHistogram::new(u64::try_from(base.as_nanos()).unwrap_or(u64::MAX), len, 1e-9)
     }
 
-    /// Observes `value` units.
+    /// Observes `value` units. (The count is the buckets' total, so that `+Inf` and `_count`
+    /// always agree.)
     pub fn observe(&self, value: u64) {
         let inner = &self.inner;
-        // The smallest i with base · 2^i >= value. The count is the buckets' total, so that
-        // `+Inf` and `_count` always agree.
-        let multiple = value.div_ceil(inner.base).max(1);
-        let index = (u64::BITS - (multiple - 1).leading_zeros()) as usize;
-        inner.buckets[index.min(inner.buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
-        inner.sum.fetch_add(value, Ordering::Relaxed);
+        self.add(bucket_of(value, inner.base, inner.buckets.len() - 1), 1, value);
+    }
+
+    /// Adds `count` observations to bucket `index` (as [`bucket_of`] finds it) and `sum`
+    /// units to the sum: observations tallied elsewhere, handed over.
+    pub fn add(&self, index: usize, count: u64, sum: u64) {
+        let inner = &self.inner;
+        inner.buckets[index.min(inner.buckets.len() - 1)].fetch_add(count, Ordering::Relaxed);
+        inner.sum.fetch_add(sum, Ordering::Relaxed);
     }
 
     /// Observes a duration (for histograms of seconds).
     pub fn observe_duration(&self, duration: Duration) {
         self.observe(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
     }
+}
+
+/// The bucket of `value` among `len` buckets `base · 2^i` and `+Inf` (index `len`): the
+/// smallest i with base · 2^i >= value.
+pub fn bucket_of(value: u64, base: u64, len: usize) -> usize {
+    let multiple = value.div_ceil(base.max(1)).max(1);
+    ((u64::BITS - (multiple - 1).leading_zeros()) as usize).min(len)
 }
 
 impl TypedMetric for AtomicHistogram {

@@ -4,14 +4,19 @@
 //! macros, and an encoder for exactly the format Prometheus scrapes. One [`Metrics`] per process
 //! ([`global`]): the engine counts grants, hand-offs, releases, expiries, waits, holds, journal
 //! syncs and etcd calls where they happen; the HTTP layer counts requests; the gauges (locks
-//! held, waiters, leases) are read from the backend when scraped. Counting is a few atomic
-//! additions per request.
+//! held, waiters, leases) are read from the backend when scraped.
+//!
+//! What is counted on every request goes to per-thread tallies (`tally.rs`), laid out in the
+//! slots below and handed to the registry's metrics when scraped; counting is then a few
+//! additions to memory no other core touches.
 
 mod histogram;
+mod tally;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use histogram::bucket_of;
 pub use histogram::AtomicHistogram;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -53,7 +58,7 @@ struct WhatLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
     route: &'static str,
-    status: u16,
+    status: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,8 +72,7 @@ struct RouteLatency;
 
 impl prometheus_client::metrics::family::MetricConstructor<AtomicHistogram> for RouteLatency {
     fn new_metric(&self) -> AtomicHistogram {
-        // 50 µs to about 26 s.
-        AtomicHistogram::seconds(Duration::from_micros(50), 20)
+        AtomicHistogram::seconds(Duration::from_nanos(HTTP_BASE_NS), HTTP_BUCKETS)
     }
 }
 
@@ -101,6 +105,8 @@ pub struct Metrics {
     journal_batch_records: AtomicHistogram,
     etcd_requests: Family<EtcdCall, Counter>,
     build_info: Family<BuildLabels, Gauge>,
+    /// The tallies as last handed to the metrics above.
+    flushed: Mutex<Vec<u64>>,
 }
 
 /// The process's metrics.
@@ -121,8 +127,43 @@ pub struct Gauges {
 }
 
 fn seconds_histogram() -> AtomicHistogram {
-    // 100 µs to about 55 minutes.
-    AtomicHistogram::seconds(Duration::from_micros(100), 25)
+    AtomicHistogram::seconds(Duration::from_nanos(SECONDS_BASE_NS), SECONDS_BUCKETS)
+}
+
+// The tally slots: HTTP requests by route and status, HTTP latency by route (buckets, then the
+// sum in nanoseconds), grants by how, releases, expiries by what, waits and holds (buckets,
+// then the sum).
+
+/// The status codes counted by name; any other is `other`.
+const STATUSES: [&str; 11] = ["200", "400", "401", "404", "405", "408", "409", "413", "500", "503", "other"];
+const ROUTE_COUNT: usize = ROUTES.len() + 1; // and `unmatched`
+/// Latency buckets: 50 µs doubling to about 26 s, then +Inf.
+const HTTP_BASE_NS: u64 = 50_000;
+const HTTP_BUCKETS: usize = 20;
+/// Wait and hold buckets: 100 µs doubling to about 55 minutes, then +Inf.
+const SECONDS_BASE_NS: u64 = 100_000;
+const SECONDS_BUCKETS: usize = 25;
+
+const HTTP_REQUESTS: usize = 0;
+const HTTP_LATENCY: usize = HTTP_REQUESTS + ROUTE_COUNT * STATUSES.len();
+const HTTP_LATENCY_WIDTH: usize = HTTP_BUCKETS + 2;
+const GRANTS: usize = HTTP_LATENCY + ROUTE_COUNT * HTTP_LATENCY_WIDTH;
+const RELEASES: usize = GRANTS + 2;
+const EXPIRIES: usize = RELEASES + 1;
+const WAITS: usize = EXPIRIES + 2;
+const SECONDS_WIDTH: usize = SECONDS_BUCKETS + 2;
+const HOLDS: usize = WAITS + SECONDS_WIDTH;
+/// How many tally slots there are.
+const SLOTS: usize = HOLDS + SECONDS_WIDTH;
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Tallies one observation of `value` nanoseconds into the histogram slots starting at `first`.
+fn tally_seconds(first: usize, value: u64, base: u64, len: usize) {
+    tally::add(first + bucket_of(value, base, len), 1);
+    tally::add(first + len + 1, value);
 }
 
 impl Metrics {
@@ -143,6 +184,7 @@ impl Metrics {
             journal_batch_records: AtomicHistogram::new(1, 14, 1.0),
             etcd_requests: Family::default(),
             build_info: Family::default(),
+            flushed: Mutex::new(vec![0; SLOTS]),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -199,36 +241,34 @@ impl Metrics {
 
     /// A lock was granted.
     pub fn granted(&self, how: How) {
-        self.grants.get_or_create(&HowLabel { how }).inc();
+        tally::add(GRANTS + how as usize, 1);
     }
 
     /// A queued request was granted after waiting this long.
     pub fn waited(&self, queued: Duration) {
-        self.wait_seconds.observe_duration(queued);
+        tally_seconds(WAITS, nanos(queued), SECONDS_BASE_NS, SECONDS_BUCKETS);
     }
 
     /// A hold ended by release (`expired: false`) or expiry, after `held` (when known).
     pub fn ended(&self, expired: bool, held: Option<Duration>) {
-        if expired {
-            self.expiries.get_or_create(&WhatLabel { what: What::lock }).inc();
-        } else {
-            self.releases.inc();
-        }
+        tally::add(if expired { EXPIRIES + What::lock as usize } else { RELEASES }, 1);
         if let Some(held) = held {
-            self.hold_seconds.observe_duration(held);
+            tally_seconds(HOLDS, nanos(held), SECONDS_BASE_NS, SECONDS_BUCKETS);
         }
     }
 
     /// A lease expired.
     pub fn lease_expired(&self) {
-        self.expiries.get_or_create(&WhatLabel { what: What::lease }).inc();
+        tally::add(EXPIRIES + What::lease as usize, 1);
     }
 
     /// An HTTP request to `route` (its pattern) was answered.
     pub fn http(&self, route: &str, status: u16, took: Duration) {
-        let route = route_label(route);
-        self.http_requests.get_or_create(&RouteStatus { route, status }).inc();
-        self.http_seconds.get_or_create(&RouteLabel { route }).observe_duration(took);
+        let route = ROUTES.iter().position(|known| *known == route).unwrap_or(ROUTES.len());
+        let status =
+            STATUSES.iter().position(|known| known.parse() == Ok(status)).unwrap_or(STATUSES.len() - 1);
+        tally::add(HTTP_REQUESTS + route * STATUSES.len() + status, 1);
+        tally_seconds(HTTP_LATENCY + route * HTTP_LATENCY_WIDTH, nanos(took), HTTP_BASE_NS, HTTP_BUCKETS);
     }
 
     /// The journal wrote and synced `records` records in `took`.
@@ -242,8 +282,43 @@ impl Metrics {
         self.etcd_requests.get_or_create(&EtcdCall { op, result: if ok { "ok" } else { "error" } }).inc();
     }
 
+    /// Hands what the tallies counted since the last scrape to the registry's metrics.
+    fn flush(&self) {
+        let totals = tally::totals();
+        let mut flushed = self.flushed.lock().unwrap_or_else(PoisonError::into_inner);
+        let new: Vec<u64> = totals.iter().zip(flushed.iter()).map(|(now, then)| now - then).collect();
+        *flushed = totals;
+        drop(flushed);
+        let route_label = |route: usize| ROUTES.get(route).copied().unwrap_or("unmatched");
+        for route in 0..ROUTE_COUNT {
+            for (index, status) in STATUSES.iter().enumerate() {
+                let count = new[HTTP_REQUESTS + route * STATUSES.len() + index];
+                if count > 0 {
+                    self.http_requests
+                        .get_or_create(&RouteStatus { route: route_label(route), status })
+                        .inc_by(count);
+                }
+            }
+            let latency = &new[HTTP_LATENCY + route * HTTP_LATENCY_WIDTH..][..HTTP_LATENCY_WIDTH];
+            if latency.iter().any(|count| *count > 0) {
+                let histogram = self.http_seconds.get_or_create(&RouteLabel { route: route_label(route) });
+                hand_over(&histogram, latency);
+            }
+        }
+        for how in [How::immediate, How::handoff] {
+            self.grants.get_or_create(&HowLabel { how }).inc_by(new[GRANTS + how as usize]);
+        }
+        self.releases.inc_by(new[RELEASES]);
+        for what in [What::lock, What::lease] {
+            self.expiries.get_or_create(&WhatLabel { what }).inc_by(new[EXPIRIES + what as usize]);
+        }
+        hand_over(&self.wait_seconds, &new[WAITS..][..SECONDS_WIDTH]);
+        hand_over(&self.hold_seconds, &new[HOLDS..][..SECONDS_WIDTH]);
+    }
+
     /// The whole exposition, with the gauges set to `gauges`.
     pub fn encode(&self, gauges: Gauges) -> String {
+        self.flush();
         self.locks_held.set(gauges.locks_held as i64);
         self.waiters.set(gauges.waiters as i64);
         self.leases.set(gauges.leases as i64);
@@ -251,6 +326,17 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
         text
     }
+}
+
+/// Adds tallied histogram slots (buckets, then the sum) to `histogram`.
+fn hand_over(histogram: &AtomicHistogram, slots: &[u64]) {
+    let (buckets, sum) = slots.split_at(slots.len() - 1);
+    for (index, count) in buckets.iter().enumerate() {
+        if *count > 0 {
+            histogram.add(index, *count, 0);
+        }
+    }
+    histogram.add(0, 0, sum[0]);
 }
 
 /// The API's route patterns, as labels: the route table's own strings; anything else is
@@ -268,34 +354,47 @@ const ROUTES: [&str; 10] = [
     "/leases/{id}/keepalive",
 ];
 
-fn route_label(route: &str) -> &'static str {
-    ROUTES.iter().find(|known| **known == route).copied().unwrap_or("unmatched")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_series_have_their_names_and_types() {
+        // The tallies are the process's: other tests add to them too, so only presence and
+        // growth are checked.
         let metrics = Metrics::new();
         metrics.set_backend("embedded");
         metrics.granted(How::handoff);
         metrics.waited(Duration::from_millis(3));
         metrics.ended(true, Some(Duration::from_secs(1)));
         metrics.http("/acquire", 200, Duration::from_micros(80));
+        metrics.http("/nowhere", 599, Duration::from_micros(80));
         let text = metrics.encode(Gauges { locks_held: 2, waiters: 1, leases: 0 });
         for line in [
             "# TYPE lockserver_locks_held gauge",
             "lockserver_locks_held 2",
             "# TYPE lockserver_grants counter",
-            "lockserver_grants_total{how=\"handoff\"} 1",
-            "lockserver_expiries_total{what=\"lock\"} 1",
+            "lockserver_grants_total{how=\"handoff\"} ",
+            "lockserver_expiries_total{what=\"lock\"} ",
             "# TYPE lockserver_wait_seconds histogram",
-            "lockserver_http_requests_total{route=\"/acquire\",status=\"200\"} 1",
+            "lockserver_wait_seconds_bucket{le=\"0.0032\"} ",
+            "lockserver_http_requests_total{route=\"/acquire\",status=\"200\"} ",
+            "lockserver_http_requests_total{route=\"unmatched\",status=\"other\"} ",
+            "lockserver_http_request_duration_seconds_count{route=\"/acquire\"} ",
             "lockserver_build_info{version=\"",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+        let before = metrics.encode(Gauges::default());
+        metrics.granted(How::immediate);
+        let after = metrics.encode(Gauges::default());
+        let immediate = |text: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|line| line.starts_with("lockserver_grants_total{how=\"immediate\"}"))
+                .unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(immediate(&after) > immediate(&before));
     }
 }
