@@ -13,9 +13,10 @@ step() { printf '\n==> %s\n' "$*"; }
 # Integration tests open a thousand connections at once.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build, feature etcd), curl (the README's examples)"
-if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null || ! command -v curl >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler curl
+step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build, feature etcd), curl (the README's examples), chromium and chromium-driver (the status page's test)"
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null || ! command -v curl >/dev/null \
+  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler curl chromium chromium-driver
 fi
 
 step "rustfmt and clippy components"
@@ -50,9 +51,10 @@ if [ ! -x target/venv/bin/python ]; then
     apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv target/venv
   }
 fi
-target/venv/bin/pip install -q --disable-pip-version-check pytest maturin
+target/venv/bin/pip install -q --disable-pip-version-check pytest maturin selenium
 target/venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client-py
-(cd client-py && ../target/venv/bin/python -m pytest -q)
+# The status page's browser test must run here, not be skipped.
+(cd client-py && LOCKSERVER_REQUIRE_BROWSER=1 ../target/venv/bin/python -m pytest -q)
 
 step "Node client: npm install, npm run build (napi-rs), npm test (node:test)"
 if ! command -v npm >/dev/null; then

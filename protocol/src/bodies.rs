@@ -159,6 +159,21 @@ pub struct LeaseReply {
     pub locks: Vec<String>,
 }
 
+/// `GET /leases?limit=N`: `limit` leases alive (default 100, at most 1000), in id order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaseListQuery {
+    /// How many at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The answer to `GET /leases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseListReply {
+    /// The leases alive, in id order.
+    pub leases: Vec<LeaseReply>,
+}
+
 /// The answer to a keepalive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeepaliveReply {

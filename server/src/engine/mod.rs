@@ -237,6 +237,8 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn revoke(&self, lease: &LeaseId) -> Result<()>;
     /// Describes a lease and the locks held under it.
     async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo>;
+    /// Up to `limit` leases alive, in id order.
+    async fn list_leases(&self, limit: usize) -> Result<Vec<LeaseInfo>>;
     /// Locks held, waiters queued and leases alive now, for `/metrics`.
     async fn gauges(&self) -> crate::metrics::Gauges;
     /// Whether the backend can serve requests now.

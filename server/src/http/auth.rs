@@ -1,4 +1,4 @@
-//! The shared secret: every route but `GET /health` needs it, in `X-LOCKSERVER-SECRET` or as
+//! The shared secret: every route but `GET /health` and the status page (`GET /ui`) needs it, in `X-LOCKSERVER-SECRET` or as
 //! `Authorization: Bearer <secret>` (what Prometheus' `authorization` setting sends).
 
 use actix_web::body::MessageBody;
@@ -65,7 +65,7 @@ pub async fn require_secret(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if request.path() != "/health" {
+    if !matches!(request.path(), "/health" | "/ui") {
         let headers = request.headers();
         let given = headers.get(SECRET_HEADER).map(|value| value.as_bytes()).or_else(|| {
             let authorization = headers.get(actix_web::http::header::AUTHORIZATION)?.as_bytes();

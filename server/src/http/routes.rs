@@ -7,8 +7,9 @@ use std::time::Duration;
 use actix_web::web::{self, Data, Json, Path, Query};
 use actix_web::HttpResponse;
 use lockserver_protocol::bodies::{
-    AcquireBody, GrantReply, HealthReply, KeepaliveReply, LeaseBody, LeaseReply, ListQuery, LockPageReply,
-    LockReply, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply, RevokedReply,
+    AcquireBody, GrantReply, HealthReply, KeepaliveReply, LeaseBody, LeaseListQuery, LeaseListReply,
+    LeaseReply, ListQuery, LockPageReply, LockReply, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply,
+    RevokedReply,
 };
 use lockserver_protocol::codes::ErrorCode;
 use lockserver_protocol::limits::MAX_BODY_LEN;
@@ -31,6 +32,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .app_data(query)
         .service(resource("/health").route(web::get().to(health)))
         .service(resource("/metrics").route(web::get().to(metrics)))
+        .service(resource("/ui").route(web::get().to(status_page)))
         .service(resource("/acquire").route(web::post().to(acquire)))
         .service(resource("/release").route(web::post().to(release)))
         .service(resource("/refresh").route(web::post().to(refresh)))
@@ -42,7 +44,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_lock))
                 .route(web::patch().to(patch_lock)),
         )
-        .service(resource("/leases").route(web::post().to(grant_lease)))
+        .service(resource("/leases").route(web::post().to(grant_lease)).route(web::get().to(list_leases)))
         .service(resource("/leases/{id}").route(web::get().to(lease_info)).route(web::delete().to(revoke)))
         .service(resource("/leases/{id}/keepalive").route(web::post().to(keepalive)))
         .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
@@ -90,6 +92,18 @@ async fn health(state: Data<AppState>) -> HttpResponse {
             ..reply
         }),
     }
+}
+
+/// The status page: one self-contained HTML file, compiled into the binary. It needs no secret
+/// itself; it asks for one and sends it on the API calls it makes.
+async fn status_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .body(include_str!("ui/index.html"))
 }
 
 /// The Prometheus exposition (OpenMetrics text), with the backend's gauges read now.
@@ -164,6 +178,12 @@ async fn keepalive(state: Data<AppState>, id: Path<String>) -> Result<Json<Keepa
 async fn revoke(state: Data<AppState>, id: Path<String>) -> Result<Json<RevokedReply>> {
     state.backend.revoke(&validate::lease_id(id.into_inner())?).await?;
     Ok(Json(RevokedReply { revoked: true }))
+}
+
+async fn list_leases(state: Data<AppState>, query: Query<LeaseListQuery>) -> Result<Json<LeaseListReply>> {
+    let limit = validate::page_limit(query.limit)?;
+    let leases = state.backend.list_leases(limit).await?;
+    Ok(Json(LeaseListReply { leases: leases.into_iter().map(replies::lease).collect() }))
 }
 
 async fn lease_info(state: Data<AppState>, id: Path<String>) -> Result<Json<LeaseReply>> {

@@ -77,11 +77,17 @@ pub fn refresh(body: RefreshBody, resource: String, limits: &Limits) -> Result<R
 }
 
 /// A listing: prefix, cursor, page size, and whether values come with it.
-pub fn list(query: ListQuery) -> Result<ListRequest> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+/// A listing's page size (`GET /locks`, `GET /leases`): 1 to the maximum, the default when absent.
+pub fn page_limit(limit: Option<usize>) -> Result<usize> {
+    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` must be from 1 to {MAX_LIST_LIMIT}")));
     }
+    Ok(limit)
+}
+
+pub fn list(query: ListQuery) -> Result<ListRequest> {
+    let limit = page_limit(query.limit)?;
     Ok(ListRequest {
         prefix: query.prefix.unwrap_or_default(),
         after: query.after,

@@ -341,9 +341,10 @@ fn hand_over(histogram: &AtomicHistogram, slots: &[u64]) {
 
 /// The API's route patterns, as labels: the route table's own strings; anything else is
 /// `unmatched`, so that no client can grow the label set.
-const ROUTES: [&str; 10] = [
+const ROUTES: [&str; 11] = [
     "/health",
     "/metrics",
+    "/ui",
     "/acquire",
     "/release",
     "/refresh",

@@ -601,3 +601,34 @@ async fn configuration_from_the_environment() {
     api.acquire(json!({"resource": "r", "owner": "o", "expire": 3})).await.assert_error(400, "bad_request");
     assert_eq!(api.acquire(json!({"resource": "r", "owner": "o", "expire": 2, "wait": 1})).await.status, 200);
 }
+
+/// `GET /leases` lists the leases alive, in id order, with their locks.
+#[tokio::test]
+async fn leases_are_listed_with_their_locks() {
+    let server = backend().start(&[]);
+    let api = server.api();
+    let first = api.post("/leases", json!({"ttl": 10})).await.body["lease"].as_str().unwrap().to_string();
+    let second = api.post("/leases", json!({"ttl": 20})).await.body["lease"].as_str().unwrap().to_string();
+    assert_eq!(api.acquire(json!({"resource": "under", "owner": "o", "lease": first})).await.status, 200);
+    let listed = api.get("/leases").await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let leases = listed.body["leases"].as_array().unwrap();
+    let mut ids: Vec<&str> = leases.iter().map(|lease| lease["lease"].as_str().unwrap()).collect();
+    assert!(ids.contains(&first.as_str()) && ids.contains(&second.as_str()), "{leases:?}");
+    let sorted = {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted
+    };
+    assert_eq!(ids, sorted, "in id order");
+    let with_lock = leases.iter().find(|lease| lease["lease"] == first.as_str()).unwrap();
+    assert_eq!(with_lock["locks"], json!(["under"]));
+    assert_eq!(api.get("/leases?limit=1").await.body["leases"].as_array().unwrap().len(), 1);
+    api.get("/leases?limit=0").await.assert_error(400, "bad_request");
+    api.delete(&format!("/leases/{second}")).await;
+    ids = Vec::new();
+    for lease in api.get("/leases").await.body["leases"].as_array().unwrap() {
+        ids.push(if lease["lease"] == second.as_str() { "revoked" } else { "alive" });
+    }
+    assert!(!ids.contains(&"revoked"));
+}

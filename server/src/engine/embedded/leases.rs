@@ -164,6 +164,24 @@ impl LeaseTable {
         })
     }
 
+    /// Up to `limit` live leases, in id order.
+    pub(super) fn list(&self, limit: usize, now: Instant) -> Vec<LeaseInfo> {
+        let state = self.state();
+        let mut alive: Vec<(&LeaseId, &Lease)> =
+            state.leases.iter().filter(|(_, lease)| lease.deadline > now).collect();
+        alive.sort_by(|a, b| a.0.cmp(b.0));
+        alive
+            .into_iter()
+            .take(limit)
+            .map(|(id, lease)| LeaseInfo {
+                id: id.clone(),
+                ttl: lease.ttl,
+                expires_in: lease.deadline - now,
+                locks: lease.locks.iter().map(|name| name.to_string()).collect(),
+            })
+            .collect()
+    }
+
     /// Records that `resource` is held under the lease; `NoSuchLease` when it is not alive.
     pub(super) fn attach(&self, id: &LeaseId, resource: &Arc<str>, now: Instant) -> Result<()> {
         let mut state = self.state();

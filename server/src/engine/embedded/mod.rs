@@ -226,6 +226,10 @@ impl LockBackend for EmbeddedBackend {
         Ok(ttl)
     }
 
+    async fn list_leases(&self, limit: usize) -> Result<Vec<LeaseInfo>> {
+        Ok(self.shared.leases.list(limit, Instant::now()))
+    }
+
     async fn gauges(&self) -> crate::metrics::Gauges {
         let locks_held = self
             .shared

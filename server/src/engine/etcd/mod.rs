@@ -281,6 +281,27 @@ impl LockBackend for EtcdBackend {
         counted("lease_info", self.inner.lease_info(lease).await)
     }
 
+    async fn list_leases(&self, limit: usize) -> Result<Vec<LeaseInfo>> {
+        let listed = async {
+            let prefix = self.inner.keys.leases_prefix();
+            let options = GetOptions::new().with_prefix().with_keys_only().with_limit(limit as i64 * 2);
+            let answer =
+                self.inner.client.clone().get(prefix.clone(), Some(options)).await.map_err(etcd_error)?;
+            let mut leases = Vec::new();
+            for kv in answer.kvs() {
+                let Some(name) = kv.key().strip_prefix(prefix.as_slice()) else { continue };
+                let Ok(name) = std::str::from_utf8(name) else { continue };
+                match self.inner.lease_info(&LeaseId(name.to_string())).await {
+                    Ok(lease) if leases.len() < limit => leases.push(lease),
+                    Ok(_) | Err(EngineError::NoSuchLease) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(leases)
+        };
+        counted("list_leases", listed.await)
+    }
+
     async fn gauges(&self) -> Gauges {
         let count = |prefix: Vec<u8>| {
             let mut client = self.inner.client.clone();
