@@ -70,14 +70,20 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<u8, String> {
         }
         Err(error) => return Err(format!("cannot acquire {}: {error}", args.name)),
     };
-    let mut child = Command::new(&args.command[0])
+    let spawned = Command::new(&args.command[0])
         .args(&args.command[1..])
         .process_group(0)
         .env("LOCKSERVER_RESOURCE", &args.name)
         .env("LOCKSERVER_OWNER", guard.owner())
         .env("LOCKSERVER_TOKEN", guard.token().to_string())
-        .spawn()
-        .map_err(|error| format!("cannot run {}: {error}", args.command[0]))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            let _ = guard.release().await; // released before exiting, not left to expire
+            return Err(format!("cannot run {}: {error}", args.command[0]));
+        }
+    };
     let group =
         Pid::from_raw(child.id().and_then(|id| i32::try_from(id).ok()).ok_or("the command has no pid")?);
     let mut supervisor = Supervisor::new(group, args.expire, args.kill_after);

@@ -91,6 +91,9 @@ fn the_exit_code_passes_through_and_the_token_reaches_the_child() {
     assert!(token.parse::<u64>().unwrap() > 0);
     let killed = output(&server, &["run", "job", "--", "sh", "-c", "kill -TERM $$"]);
     assert_eq!(killed.status.code(), Some(128 + 15), "128 + the signal that ended the command");
+    let missing = output(&server, &["run", "job", "--", "/nonexistent/command"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(runtime().block_on(client(&server).inspect("job")).unwrap().is_none(), "released at once");
 }
 
 #[test]
