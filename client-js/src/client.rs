@@ -6,6 +6,7 @@ use napi_derive::napi;
 
 use crate::cancel::Cancellation;
 use crate::errors::{promise, to_js};
+use crate::info::LockInfo;
 use crate::lease::Lease;
 use crate::listing::Listing;
 use crate::lock::LockHandle;
@@ -45,39 +46,6 @@ pub struct LockOptions {
     pub hold_until_released: Option<bool>,
     /// Seconds each call may take on top of its server-side wait (the client's otherwise).
     pub timeout: Option<f64>,
-}
-
-/// A held lock as the server describes it.
-#[napi(object)]
-pub struct LockInfo {
-    /// The lock's name.
-    pub resource: String,
-    /// The holder.
-    pub owner: String,
-    /// The fencing token of the hold.
-    pub token: i64,
-    /// Seconds left, or null without expiry.
-    pub expires_in: Option<f64>,
-    /// The value stored with the lock.
-    pub value: Option<String>,
-    /// How many requests are queued for it.
-    pub waiters: u32,
-    /// The lease the hold is bound to.
-    pub lease: Option<String>,
-}
-
-impl From<lockserver_client::LockInfo> for LockInfo {
-    fn from(info: lockserver_client::LockInfo) -> Self {
-        LockInfo {
-            resource: info.resource,
-            owner: info.owner,
-            token: info.token as i64,
-            expires_in: info.expires_in.map(|left| left.as_secs_f64()),
-            value: info.value,
-            waiters: info.waiters as u32,
-            lease: info.lease,
-        }
-    }
 }
 
 /// A lockserver client.

@@ -4,6 +4,7 @@
 //! - `client.rs`: `LockserverClient` (the reference calls, locks, leases, inspection);
 //! - `lock.rs`: `LockHandle`, a held lock;
 //! - `lease.rs`: `Lease`;
+//! - `info.rs`: `LockInfo`, a held lock as `inspect` and `list` give it;
 //! - `listing.rs`: `Listing`, the pages behind `list()`;
 //! - `cancel.rs`: `Cancellation`, how an `AbortSignal` ends a wait;
 //! - `errors.rs`: client errors as `LockserverError` instances, and promises that reject with
@@ -15,6 +16,7 @@
 mod cancel;
 mod client;
 mod errors;
+mod info;
 mod lease;
 mod listing;
 mod lock;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::client::LockInfo;
 use crate::errors::promise;
+use crate::info::LockInfo;
 
 /// Every held lock under a prefix, a page at a time.
 #[napi]

@@ -2,10 +2,11 @@
 
 use std::future::Future;
 
-use lockserver_client::{seconds, Client, Error, LockInfo, LockMode, LockOptions};
+use lockserver_client::{seconds, Client, Error, LockMode, LockOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::info::lock_dict;
 use crate::lease::Lease;
 use crate::list::Locks;
 use crate::lock::Lock;
@@ -238,17 +239,4 @@ impl LockserverClient {
     fn list(&self, prefix: &str, page_size: usize) -> Locks {
         Locks::new(self.client.clone(), prefix.to_string(), page_size)
     }
-}
-
-/// A held lock as the dict `inspect` and `list` give.
-pub(crate) fn lock_dict(py: Python<'_>, info: LockInfo) -> PyResult<Bound<'_, PyDict>> {
-    let dict = PyDict::new(py);
-    dict.set_item("resource", info.resource)?;
-    dict.set_item("owner", info.owner)?;
-    dict.set_item("token", info.token)?;
-    dict.set_item("expires_in", info.expires_in.map(|left| left.as_secs_f64()))?;
-    dict.set_item("value", info.value)?;
-    dict.set_item("waiters", info.waiters)?;
-    dict.set_item("lease", info.lease)?;
-    Ok(dict)
 }

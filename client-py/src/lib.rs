@@ -8,6 +8,7 @@
 mod asyncio;
 mod client;
 mod errors;
+mod info;
 mod lease;
 mod list;
 mod lock;

@@ -7,7 +7,7 @@ use lockserver_client::{Client, Listing, LockInfo};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::client::lock_dict;
+use crate::info::lock_dict;
 use crate::wait;
 
 /// Every held lock under a prefix, as dicts, fetched a page at a time as iteration goes.

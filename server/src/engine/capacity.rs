@@ -68,9 +68,7 @@ impl Counter {
         });
         match taken {
             Ok(_) => Ok(Permit { used: self.used.clone(), amount }),
-            Err(_) => Err(EngineError::TooMany(format!(
-                "this server already holds {max} {what}, its cap; retry later, or raise the cap"
-            ))),
+            Err(_) => Err(too_many(max, what)),
         }
     }
 
@@ -78,9 +76,7 @@ impl Counter {
     pub fn check(&self, amount: usize, max: usize, what: &str) -> Result<(), EngineError> {
         match self.used().checked_add(amount) {
             Some(total) if total <= max => Ok(()),
-            _ => Err(EngineError::TooMany(format!(
-                "this server already holds {max} {what}, its cap; retry later, or raise the cap"
-            ))),
+            _ => Err(too_many(max, what)),
         }
     }
 
@@ -98,6 +94,13 @@ impl Counter {
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
+}
+
+/// The refusal when `max` of `what` are in use.
+fn too_many(max: usize, what: &str) -> EngineError {
+    EngineError::TooMany(format!(
+        "this server already holds {max} {what}, its cap; retry later, or raise the cap"
+    ))
 }
 
 impl Drop for Permit {

@@ -215,15 +215,10 @@ impl LockBackend for EtcdBackend {
                 }
             }
         };
-        let granted = match counted("acquire", attempt.await) {
-            Ok(Some(grant)) => {
-                metrics.granted(How::immediate);
-                return Ok(grant);
-            }
-            Ok(None) => None::<Grant>,
-            Err(error) => return Err(error),
-        };
-        debug_assert!(granted.is_none());
+        if let Some(grant) = counted("acquire", attempt.await)? {
+            metrics.granted(How::immediate);
+            return Ok(grant);
+        }
         let queued_at = Instant::now();
         let queued = Queued::enter(self.inner.clone(), &request).await?.wait(&request, wait_until).await;
         let grant = counted("acquire_queued", queued)?;
