@@ -102,6 +102,7 @@ impl Transport {
             owner: owner.to_string(),
             token,
             keep_value: keep_value.then_some(true),
+            force: None,
         };
         let call = Call::idempotent(Method::POST, "/release", Some(body));
         match self.call_counting_retries::<ReleasedReply>(call).await {

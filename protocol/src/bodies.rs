@@ -42,6 +42,10 @@ pub struct ReleaseBody {
     /// Keep the stored value for the next holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_value: Option<bool>,
+    /// Admin keys only: end the hold whoever holds it (`owner` and `token` are not checked);
+    /// the head waiter is granted at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
 }
 
 /// `POST /refresh`, `PATCH /locks/{resource}`: `expire`, `value` or both.

@@ -31,11 +31,17 @@ pub enum ErrorCode {
     Unavailable,
     /// A configured cap is reached: held locks, queued waiters (503).
     TooMany,
+    /// The key's role does not allow this (403).
+    Forbidden,
+    /// The key's request rate is used up; `Retry-After` says when to try again (429).
+    RateLimited,
+    /// The key's namespace holds its `max_locks` already (429).
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Locked,
         ErrorCode::NotHeld,
         ErrorCode::NotOwner,
@@ -48,6 +54,9 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unavailable,
         ErrorCode::TooMany,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The string sent as `"error"`.
@@ -65,6 +74,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::TooMany => "too_many",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -79,6 +91,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unavailable | ErrorCode::TooMany => 503,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
         }
     }
 

@@ -12,7 +12,7 @@ use etcd_client::{Certificate, Identity, TlsOptions};
 
 #[cfg(feature = "etcd")]
 use crate::engine::EtcdOptions;
-use crate::http::Secrets;
+use crate::security::TlsFiles;
 
 /// lockserver: a distributed lock service with fencing tokens, FIFO waiting, leases and
 /// lock values. Every flag can also be set by the environment variable shown, or in `.env`.
@@ -36,6 +36,24 @@ pub struct Config {
     /// A file holding the secret(s), comma- or newline-separated; added to --secret.
     #[arg(long, env = "LOCKSERVER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+
+    /// API keys (TOML, one `[[key]]` table each: name, secret or secret_sha256, namespace,
+    /// role, rate, max_locks; see the README). Re-read on SIGHUP. The plain secrets stay admin
+    /// keys of the default namespace.
+    #[arg(long, env = "LOCKSERVER_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+
+    /// Serve HTTPS only, with this PEM certificate chain (with --tls-key); re-read on SIGHUP.
+    #[arg(long, env = "LOCKSERVER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "LOCKSERVER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS).
+    #[arg(long, env = "LOCKSERVER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// The longest `wait` a request may ask for (seconds, or with a unit: 500ms, 90s, 10m, 24h, 1d).
     #[arg(long, env = "LOCKSERVER_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
@@ -184,15 +202,24 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 impl Config {
-    /// The configured secrets, from --secret and --secret-file; `None` when there are none.
-    pub fn secrets(&self) -> Result<Option<Secrets>, ConfigError> {
+    /// The configured secrets, from --secret and --secret-file (possibly none).
+    pub fn secrets(&self) -> Result<Vec<String>, ConfigError> {
         let mut text = self.secret.clone().unwrap_or_default();
         if let Some(path) = &self.secret_file {
             let file = String::from_utf8_lossy(&read_file("secret file", path)?).into_owned();
             text.push(',');
             text.push_str(&file);
         }
-        Ok(Secrets::new(text.split([',', '\n'])))
+        Ok(text.split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+    }
+
+    /// The TLS files, when the server is to speak HTTPS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 }
 

@@ -15,6 +15,12 @@ pub enum StartError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A TLS file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::security::TlsError),
+    /// The keys file cannot be used.
+    #[error(transparent)]
+    Keys(#[from] crate::security::KeysError),
     /// The data dir cannot be used.
     #[error("cannot use the data dir: {0}")]
     Store(#[from] StoreError),

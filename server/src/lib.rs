@@ -4,12 +4,14 @@
 //!   etcd); knows nothing of HTTP.
 //! - [`http`]: the routes, request validation and the one error-to-status mapping; knows
 //!   nothing of how locks are stored. The wire format is the `lockserver-protocol` crate.
+//! - [`security`]: TLS, API keys, roles, rates, quotas and namespaces; knows nothing of HTTP.
 //! - [`config`]: flags, environment and `.env`.
 //! - [`error`]: why the server could not start.
 //! - [`resources`]: the file-descriptor limit and the caps derived from it and from memory.
 //!
-//! [`run`] serves until the shutdown future it is given resolves; `main.rs` passes one that
-//! resolves on SIGINT or SIGTERM, a test may pass any other.
+//! [`run`] serves until the shutdown future it is given resolves, and re-reads the keys file and
+//! TLS certificate each time its `reloads` channel yields; `main.rs` owns the signals (SIGINT
+//! and SIGTERM shut down, SIGHUP reloads).
 
 pub mod config;
 pub mod engine;
@@ -17,20 +19,22 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod resources;
+pub mod security;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use config::{Backend, Config, Storage};
 #[cfg(feature = "etcd")]
 use engine::EtcdBackend;
 use engine::{Capacity, EmbeddedBackend, LockBackend};
 use error::StartError;
-use http::{HttpSettings, Limits, Secrets};
+use http::{HttpSettings, Limits};
 use resources::Resources;
+use security::{KeySources, Keys, Reloader};
 
 /// `--repair`: salvages the data dir (see [`engine::repair`]) instead of serving.
 pub fn repair(config: &Config) -> Result<engine::Repaired, StartError> {
@@ -39,14 +43,24 @@ pub fn repair(config: &Config) -> Result<engine::Repaired, StartError> {
 
 /// Starts the server described by `config` and serves until `shutdown` resolves; then answers
 /// queued waiters, finishes the requests in flight and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -> Result<(), StartError> {
-    let secrets = match config.secrets()? {
-        Some(secrets) => secrets,
-        None => {
-            let secret = Secrets::random_secret();
-            println!("no secret configured; generated one for this run: {secret}");
-            Secrets::new([secret.as_str()]).expect("a generated secret is not empty")
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + 'static,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> Result<(), StartError> {
+    let mut sources = KeySources { secrets: config.secrets()?, keys_file: config.keys_file.clone() };
+    if sources.secrets.is_empty() && sources.keys_file.is_none() {
+        let secret = security::random_secret();
+        println!("no secret configured; generated one for this run: {secret}");
+        sources.secrets.push(secret);
+    }
+    let keys = Arc::new(Keys::new(sources.read()?));
+    let tls = match config.tls_files() {
+        Some(files) => {
+            let (server_config, resolver) = files.load()?;
+            Some((files, resolver, server_config))
         }
+        None => None,
     };
     let resources = Resources::raise();
     let workers =
@@ -62,7 +76,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         limits: Limits { max_wait: config.max_wait, max_expire: config.max_expire },
         request_timeout: config.request_timeout,
         connections_per_worker: resources.connections_per_worker(workers),
+        tls: tls.as_ref().map(|(_, _, server_config)| server_config.clone()),
     };
+    let reloader =
+        Reloader { keys: keys.clone(), sources, tls: tls.map(|(files, resolver, _)| (files, resolver)) };
     let started = std::time::Instant::now();
     let backend: Arc<dyn LockBackend> = match (config.backend, config.storage) {
         #[cfg(not(feature = "etcd"))]
@@ -88,7 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         Backend::Embedded => "embedded",
         Backend::Etcd => "etcd",
     });
-    let server = http::bind(&settings, backend.clone(), secrets.clone())
+    let server = http::bind(&settings, backend.clone(), keys.clone())
         .map_err(|source| StartError::Listen { addr: settings.addr, source })?;
     let addr = server.addrs()[0];
     match (config.backend, config.storage) {
@@ -117,10 +134,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         max_waiters = capacity.max_waiters,
         max_memory = capacity.max_memory,
         open_files = resources.files,
-        secrets = secrets.len(),
+        keys = keys.ring().len(),
+        tls = reloader.tls.is_some(),
         "lockserver started"
     );
-    println!("lockserver listening on http://{addr}");
+    if reloader.tls.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            %addr,
+            "serving plain HTTP on a non-loopback address: secrets cross the network in clear text; \
+             use --tls-cert and --tls-key"
+        );
+    }
+    let scheme = if reloader.tls.is_some() { "https" } else { "http" };
+    println!("lockserver listening on {scheme}://{addr}");
+    actix_web::rt::spawn(async move {
+        while reloads.recv().await.is_some() {
+            reloader.reload();
+        }
+    });
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         shutdown.await;

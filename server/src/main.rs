@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     if config.repair {
         return repair(&config);
     }
-    match actix_web::rt::System::new().block_on(lockserver::run(config, shutdown_signal())) {
+    let serve = async {
+        let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+        actix_web::rt::spawn(forward_reloads(reload));
+        lockserver::run(config, shutdown_signal(), reloads).await
+    };
+    match actix_web::rt::System::new().block_on(serve) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lockserver: {error}");
@@ -46,6 +51,22 @@ fn repair(config: &Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends one reload per SIGHUP (the keys file and the TLS certificate are read again).
+async fn forward_reloads(reload: tokio::sync::mpsc::UnboundedSender<()>) {
+    #[cfg(unix)]
+    {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("installing a SIGHUP handler");
+        while hangups.recv().await.is_some() {
+            if reload.send(()).is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

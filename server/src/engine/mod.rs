@@ -97,6 +97,9 @@ pub struct ReleaseRequest {
     pub token: Option<FencingToken>,
     /// Keep the stored value for the next holder instead of clearing it.
     pub keep_value: bool,
+    /// End the hold whoever holds it (`owner` and `token` are not checked): an admin's forced
+    /// release. The head waiter is granted as after any release.
+    pub force: bool,
 }
 
 /// A request to extend a hold.
@@ -229,16 +232,18 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn inspect(&self, resource: &str) -> Result<LockInfo>;
     /// Lists held locks whose names start with the request's prefix, in name order.
     async fn list(&self, request: ListRequest) -> Result<LockPage>;
-    /// Grants a lease with this time to live.
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo>;
+    /// Grants a lease with this time to live, its id starting with `id_prefix` (the HTTP layer
+    /// keeps each namespace's leases under its own prefix).
+    async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo>;
     /// Restores a lease's full time to live; returns it.
     async fn keepalive(&self, lease: &LeaseId) -> Result<Duration>;
     /// Revokes a lease and releases every lock held under it.
     async fn revoke(&self, lease: &LeaseId) -> Result<()>;
     /// Describes a lease and the locks held under it.
     async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo>;
-    /// Up to `limit` leases alive, in id order.
-    async fn list_leases(&self, limit: usize) -> Result<Vec<LeaseInfo>>;
+    /// Up to `limit` leases alive whose ids start with `prefix` (and sort after `after`, when
+    /// given), in id order.
+    async fn list_leases(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<LeaseInfo>>;
     /// Locks held, waiters queued and leases alive now, for `/metrics`.
     async fn gauges(&self) -> crate::metrics::Gauges;
     /// Whether the backend can serve requests now.

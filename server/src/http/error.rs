@@ -33,6 +33,44 @@ pub enum ApiError {
     /// The secret header is missing or wrong.
     #[error("missing or wrong X-LOCKSERVER-SECRET header")]
     Unauthorized,
+    /// The key's role does not allow the request.
+    #[error("key `{key}` has role `{has}`; this needs `{needs}`")]
+    Forbidden {
+        /// The key's name.
+        key: String,
+        /// Its role.
+        has: &'static str,
+        /// The role the request needs (or what it asked for that no role of its kind may).
+        needs: &'static str,
+    },
+    /// The key asked for another namespace than its own.
+    #[error("key `{key}` may use namespace `{namespace}` only")]
+    OtherNamespace {
+        /// The key's name.
+        key: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// The key's request rate is used up.
+    #[error("key `{key}` is limited to {rate} requests per second; retry in {}ms", retry_after.as_millis())]
+    RateLimited {
+        /// The key's name.
+        key: String,
+        /// Its rate.
+        rate: u32,
+        /// When a request will be accepted again.
+        retry_after: std::time::Duration,
+    },
+    /// The key's namespace holds its quota of locks.
+    #[error("key `{key}` may hold at most {max} locks in namespace `{namespace}`; release some first")]
+    QuotaExceeded {
+        /// The key's name.
+        key: String,
+        /// The namespace.
+        namespace: String,
+        /// The quota.
+        max: usize,
+    },
     /// No route matches the path.
     #[error("no such route; see the README for the API")]
     NotFound,
@@ -67,6 +105,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
             ApiError::RequestTimeout { .. } => ErrorCode::RequestTimeout,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden { .. } | ApiError::OtherNamespace { .. } => ErrorCode::Forbidden,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
         }
@@ -89,8 +130,16 @@ impl ResponseError for ApiError {
             body.expires_in_ms = Some(expires_in.map(millis));
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::RequestTimeout { .. } = self {
-            response.force_close();
+        match self {
+            ApiError::RequestTimeout { .. } => {
+                response.force_close();
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                // Whole seconds, rounded up, as the header allows; the message has the ms.
+                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+            }
+            _ => {}
         }
         response.json(body)
     }

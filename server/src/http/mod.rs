@@ -5,7 +5,8 @@
 //! - `validate.rs`: the protocol's request bodies checked into engine requests;
 //! - `replies.rs`: engine answers as the protocol's reply bodies;
 //! - `error.rs`: [`ApiError`] and its one mapping to a status and a JSON body;
-//! - `auth.rs`: the secret header;
+//! - `auth.rs`: the secret header, resolved into an API key, and the key's rate;
+//! - `caller.rs`: the [`Caller`] handlers take: the key's role and namespace;
 //! - `body.rs`: the request body, read in time;
 //! - `observe.rs`: each request counted in the metrics, and a debug line per request.
 //!
@@ -13,13 +14,14 @@
 
 mod auth;
 mod body;
+mod caller;
 mod error;
 mod observe;
 mod replies;
 mod routes;
 mod validate;
 
-pub use auth::Secrets;
+pub use caller::Caller;
 pub use error::ApiError;
 pub use routes::routes;
 pub use validate::Limits;
@@ -35,6 +37,7 @@ use actix_web::web::Data;
 use actix_web::{App, HttpServer};
 
 use crate::engine::LockBackend;
+use crate::security::Keys;
 use body::BodyTimeout;
 
 /// What the handlers share: the backend and the request limits. No lock state of its own.
@@ -56,6 +59,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// How many connections each worker holds at most (more wait in the listen backlog).
     pub connections_per_worker: usize,
+    /// HTTPS with this configuration; plain HTTP when `None`.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 /// A bound, not yet running server.
@@ -85,19 +90,19 @@ impl BoundServer {
 pub fn bind(
     settings: &HttpSettings,
     backend: Arc<dyn LockBackend>,
-    secrets: Secrets,
+    keys: Arc<Keys>,
 ) -> io::Result<BoundServer> {
     let state = AppState { backend, limits: settings.limits };
-    let secrets = Data::new(secrets);
+    let keys = Data::from(keys);
     let body_timeout = Data::new(BodyTimeout(settings.request_timeout));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(Data::new(state.clone()))
-            .app_data(secrets.clone())
+            .app_data(keys.clone())
             .app_data(body_timeout.clone())
             .configure(routes)
             // The secret is checked before any handler reads the body.
-            .wrap(from_fn(auth::require_secret))
+            .wrap(from_fn(auth::authenticate))
             // Outermost: counts and logs every answer, refusals included.
             .wrap(from_fn(observe::observe))
     })
@@ -109,7 +114,10 @@ pub fn bind(
     .workers(settings.workers)
     .max_connections(settings.connections_per_worker)
     .client_request_timeout(settings.request_timeout);
-    let server = server.bind(settings.addr)?;
+    let server = match &settings.tls {
+        Some(tls) => server.bind_rustls_0_23(settings.addr, tls.clone())?,
+        None => server.bind(settings.addr)?,
+    };
     let addrs = server.addrs();
     Ok(BoundServer { server: server.run(), addrs })
 }

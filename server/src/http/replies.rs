@@ -1,14 +1,16 @@
-//! The engine's answers as the protocol's reply bodies.
+//! The engine's answers as the protocol's reply bodies, with the stored names shown as the
+//! caller's namespace sends them.
 
 use lockserver_protocol::bodies::{GrantReply, LeaseReply, LockPageReply, LockReply, RefreshedReply};
 use lockserver_protocol::millis;
 
 use crate::engine::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};
+use crate::security::Namespace;
 
 /// A grant as `POST /acquire` answers it.
-pub fn grant(grant: Grant) -> GrantReply {
+pub fn grant(grant: Grant, namespace: &Namespace) -> GrantReply {
     GrantReply {
-        resource: grant.resource,
+        resource: namespace.show(&grant.resource),
         owner: grant.owner,
         token: grant.token.0,
         expires_in_ms: grant.expires_in.map(millis),
@@ -22,29 +24,32 @@ pub fn refreshed(refreshed: Refreshed) -> RefreshedReply {
 }
 
 /// A held lock as inspection and listing show it.
-pub fn lock(lock: LockInfo) -> LockReply {
+pub fn lock(lock: LockInfo, namespace: &Namespace) -> LockReply {
     LockReply {
-        resource: lock.resource,
+        resource: namespace.show(&lock.resource),
         owner: lock.owner,
         token: lock.token.0,
         expires_in_ms: lock.expires_in.map(millis),
         value: lock.value,
         waiters: lock.waiters,
-        lease: lock.lease.map(|lease| lease.0),
+        lease: lock.lease.map(|lease| namespace.show(&lease.0)),
     }
 }
 
 /// A page of held locks.
-pub fn lock_page(page: LockPage) -> LockPageReply {
-    LockPageReply { locks: page.locks.into_iter().map(lock).collect(), next: page.next }
+pub fn lock_page(page: LockPage, namespace: &Namespace) -> LockPageReply {
+    LockPageReply {
+        locks: page.locks.into_iter().map(|info| lock(info, namespace)).collect(),
+        next: page.next.map(|next| namespace.show(&next)),
+    }
 }
 
 /// A lease as granted or inspected.
-pub fn lease(lease: LeaseInfo) -> LeaseReply {
+pub fn lease(lease: LeaseInfo, namespace: &Namespace) -> LeaseReply {
     LeaseReply {
-        lease: lease.id.0,
+        lease: namespace.show(&lease.id.0),
         ttl: lease.ttl.as_secs_f64(),
         expires_in_ms: millis(lease.expires_in),
-        locks: lease.locks,
+        locks: lease.locks.iter().map(|name| namespace.show(name)).collect(),
     }
 }

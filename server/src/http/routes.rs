@@ -14,9 +14,14 @@ use lockserver_protocol::bodies::{
 use lockserver_protocol::codes::ErrorCode;
 use lockserver_protocol::limits::MAX_BODY_LEN;
 
+use tracing::info;
+
 use super::body::Body;
+use super::caller::Caller;
 use super::error::{ApiError, Result};
 use super::{replies, validate, AppState};
+use crate::engine::{AcquireRequest, LeaseId, Lifetime, ListRequest};
+use crate::security::Role;
 
 /// Every route of the API.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -57,19 +62,80 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 impl AppState {
-    async fn acquire(&self, resource: String, body: AcquireBody) -> Result<Json<GrantReply>> {
-        let request = validate::acquire(body, resource, &self.limits)?;
-        Ok(Json(replies::grant(self.backend.acquire(request).await?)))
+    async fn acquire(
+        &self,
+        caller: &Caller,
+        resource: String,
+        body: AcquireBody,
+    ) -> Result<Json<GrantReply>> {
+        caller.require(Role::Lock)?;
+        let mut request = validate::acquire(body, resource, &self.limits)?;
+        request.resource = caller.qualify(&request.resource);
+        if let Lifetime::Lease(lease) = &mut request.lifetime {
+            lease.0 = caller.qualify(&lease.0);
+        }
+        if let Some(max) = caller.key().max_locks {
+            self.check_quota(caller, max, &request).await?;
+        }
+        Ok(Json(replies::grant(self.backend.acquire(request).await?, caller.namespace())))
     }
 
-    async fn release(&self, resource: String, body: ReleaseBody) -> Result<Json<ReleasedReply>> {
-        self.backend.release(validate::release(body, resource)?).await?;
+    /// Refuses with 429 `quota_exceeded` when the caller's namespace holds `max` locks already,
+    /// unless this is the holder acquiring again. Counted from a listing, so concurrent acquires
+    /// may overshoot by as many as are in flight.
+    async fn check_quota(&self, caller: &Caller, max: usize, request: &AcquireRequest) -> Result<()> {
+        let (prefix, after) = caller.namespace().list_range("", None);
+        let page = ListRequest { prefix, after, limit: max, values: false, max_bytes: usize::MAX };
+        if self.backend.list(page).await?.locks.len() < max {
+            return Ok(());
+        }
+        match self.backend.inspect(&request.resource).await {
+            Ok(held) if held.owner == request.owner => Ok(()),
+            _ => Err(ApiError::QuotaExceeded {
+                key: caller.key().name.clone(),
+                namespace: caller.namespace().name().to_string(),
+                max,
+            }),
+        }
+    }
+
+    async fn release(
+        &self,
+        caller: &Caller,
+        resource: String,
+        body: ReleaseBody,
+    ) -> Result<Json<ReleasedReply>> {
+        caller.require(Role::Lock)?;
+        let mut request = validate::release(body, resource)?;
+        if request.force {
+            caller.require(Role::Admin)?;
+            info!(
+                target: "audit",
+                key = %caller.key().name,
+                namespace = %caller.namespace().name(),
+                resource = %request.resource,
+                "forced release"
+            );
+        }
+        request.resource = caller.qualify(&request.resource);
+        self.backend.release(request).await?;
         Ok(Json(ReleasedReply { released: true }))
     }
 
-    async fn refresh(&self, resource: String, body: RefreshBody) -> Result<Json<RefreshedReply>> {
-        let request = validate::refresh(body, resource, &self.limits)?;
+    async fn refresh(
+        &self,
+        caller: &Caller,
+        resource: String,
+        body: RefreshBody,
+    ) -> Result<Json<RefreshedReply>> {
+        caller.require(Role::Lock)?;
+        let mut request = validate::refresh(body, resource, &self.limits)?;
+        request.resource = caller.qualify(&request.resource);
         Ok(Json(replies::refreshed(self.backend.refresh(request).await?)))
+    }
+
+    fn lease_id(caller: &Caller, id: String) -> Result<LeaseId> {
+        Ok(LeaseId(caller.qualify(&validate::lease_id(id)?.0)))
     }
 }
 
@@ -106,86 +172,123 @@ async fn status_page() -> HttpResponse {
         .body(include_str!("ui/index.html"))
 }
 
-/// The Prometheus exposition (OpenMetrics text), with the backend's gauges read now.
-async fn metrics(state: Data<AppState>) -> HttpResponse {
+/// The Prometheus exposition (OpenMetrics text), with the backend's gauges read now. Any key may
+/// read it; its figures are the whole server's.
+async fn metrics(state: Data<AppState>, caller: Caller) -> Result<HttpResponse> {
+    caller.require(Role::Read)?;
     let gauges = state.backend.gauges().await;
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(crate::metrics::global().encode(gauges))
+        .body(crate::metrics::global().encode(gauges)))
 }
 
-async fn acquire(state: Data<AppState>, body: Body<AcquireBody>) -> Result<Json<GrantReply>> {
+async fn acquire(state: Data<AppState>, caller: Caller, body: Body<AcquireBody>) -> Result<Json<GrantReply>> {
     let mut body = body.into_inner();
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
-    state.acquire(resource, body).await
+    state.acquire(&caller, resource, body).await
 }
 
 async fn put_lock(
     state: Data<AppState>,
+    caller: Caller,
     resource: Path<String>,
     body: Body<AcquireBody>,
 ) -> Result<Json<GrantReply>> {
-    state.acquire(resource.into_inner(), body.into_inner()).await
+    state.acquire(&caller, resource.into_inner(), body.into_inner()).await
 }
 
-async fn release(state: Data<AppState>, body: Body<ReleaseBody>) -> Result<Json<ReleasedReply>> {
+async fn release(
+    state: Data<AppState>,
+    caller: Caller,
+    body: Body<ReleaseBody>,
+) -> Result<Json<ReleasedReply>> {
     let mut body = body.into_inner();
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
-    state.release(resource, body).await
+    state.release(&caller, resource, body).await
 }
 
 async fn delete_lock(
     state: Data<AppState>,
+    caller: Caller,
     resource: Path<String>,
     query: Query<ReleaseBody>,
 ) -> Result<Json<ReleasedReply>> {
-    state.release(resource.into_inner(), query.into_inner()).await
+    state.release(&caller, resource.into_inner(), query.into_inner()).await
 }
 
-async fn refresh(state: Data<AppState>, body: Body<RefreshBody>) -> Result<Json<RefreshedReply>> {
+async fn refresh(
+    state: Data<AppState>,
+    caller: Caller,
+    body: Body<RefreshBody>,
+) -> Result<Json<RefreshedReply>> {
     let mut body = body.into_inner();
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
-    state.refresh(resource, body).await
+    state.refresh(&caller, resource, body).await
 }
 
 async fn patch_lock(
     state: Data<AppState>,
+    caller: Caller,
     resource: Path<String>,
     body: Body<RefreshBody>,
 ) -> Result<Json<RefreshedReply>> {
-    state.refresh(resource.into_inner(), body.into_inner()).await
+    state.refresh(&caller, resource.into_inner(), body.into_inner()).await
 }
 
-async fn inspect(state: Data<AppState>, resource: Path<String>) -> Result<Json<LockReply>> {
-    Ok(Json(replies::lock(state.backend.inspect(&resource).await?)))
+async fn inspect(state: Data<AppState>, caller: Caller, resource: Path<String>) -> Result<Json<LockReply>> {
+    caller.require(Role::Read)?;
+    let resource = caller.qualify(&validate::inspected(resource.into_inner())?);
+    Ok(Json(replies::lock(state.backend.inspect(&resource).await?, caller.namespace())))
 }
 
-async fn list(state: Data<AppState>, query: Query<ListQuery>) -> Result<Json<LockPageReply>> {
-    let request = validate::list(query.into_inner())?;
-    Ok(Json(replies::lock_page(state.backend.list(request).await?)))
+async fn list(state: Data<AppState>, caller: Caller, query: Query<ListQuery>) -> Result<Json<LockPageReply>> {
+    caller.require(Role::Read)?;
+    let mut request = validate::list(query.into_inner())?;
+    (request.prefix, request.after) =
+        caller.namespace().list_range(&request.prefix, request.after.as_deref());
+    Ok(Json(replies::lock_page(state.backend.list(request).await?, caller.namespace())))
 }
 
-async fn grant_lease(state: Data<AppState>, body: Body<LeaseBody>) -> Result<Json<LeaseReply>> {
+async fn grant_lease(
+    state: Data<AppState>,
+    caller: Caller,
+    body: Body<LeaseBody>,
+) -> Result<Json<LeaseReply>> {
+    caller.require(Role::Lock)?;
     let ttl = validate::lease_ttl(&body, &state.limits)?;
-    Ok(Json(replies::lease(state.backend.grant_lease(ttl).await?)))
+    let lease = state.backend.grant_lease(ttl, &caller.qualify("")).await?;
+    Ok(Json(replies::lease(lease, caller.namespace())))
 }
 
-async fn keepalive(state: Data<AppState>, id: Path<String>) -> Result<Json<KeepaliveReply>> {
-    let ttl: Duration = state.backend.keepalive(&validate::lease_id(id.into_inner())?).await?;
+async fn keepalive(state: Data<AppState>, caller: Caller, id: Path<String>) -> Result<Json<KeepaliveReply>> {
+    caller.require(Role::Lock)?;
+    let ttl: Duration = state.backend.keepalive(&AppState::lease_id(&caller, id.into_inner())?).await?;
     Ok(Json(KeepaliveReply { ttl: ttl.as_secs_f64() }))
 }
 
-async fn revoke(state: Data<AppState>, id: Path<String>) -> Result<Json<RevokedReply>> {
-    state.backend.revoke(&validate::lease_id(id.into_inner())?).await?;
+async fn revoke(state: Data<AppState>, caller: Caller, id: Path<String>) -> Result<Json<RevokedReply>> {
+    caller.require(Role::Lock)?;
+    state.backend.revoke(&AppState::lease_id(&caller, id.into_inner())?).await?;
     Ok(Json(RevokedReply { revoked: true }))
 }
 
-async fn list_leases(state: Data<AppState>, query: Query<LeaseListQuery>) -> Result<Json<LeaseListReply>> {
+async fn list_leases(
+    state: Data<AppState>,
+    caller: Caller,
+    query: Query<LeaseListQuery>,
+) -> Result<Json<LeaseListReply>> {
+    caller.require(Role::Read)?;
     let limit = validate::page_limit(query.limit)?;
-    let leases = state.backend.list_leases(limit).await?;
-    Ok(Json(LeaseListReply { leases: leases.into_iter().map(replies::lease).collect() }))
+    let (prefix, after) = caller.namespace().list_range("", None);
+    let leases = state.backend.list_leases(&prefix, after.as_deref(), limit).await?;
+    let namespace = caller.namespace();
+    Ok(Json(LeaseListReply {
+        leases: leases.into_iter().map(|lease| replies::lease(lease, namespace)).collect(),
+    }))
 }
 
-async fn lease_info(state: Data<AppState>, id: Path<String>) -> Result<Json<LeaseReply>> {
-    Ok(Json(replies::lease(state.backend.lease_info(&validate::lease_id(id.into_inner())?).await?)))
+async fn lease_info(state: Data<AppState>, caller: Caller, id: Path<String>) -> Result<Json<LeaseReply>> {
+    caller.require(Role::Read)?;
+    let lease = state.backend.lease_info(&AppState::lease_id(&caller, id.into_inner())?).await?;
+    Ok(Json(replies::lease(lease, caller.namespace())))
 }

@@ -56,6 +56,7 @@ pub fn release(body: ReleaseBody, resource: String) -> Result<ReleaseRequest> {
         owner: owner_name(body.owner)?,
         token: body.token.map(FencingToken),
         keep_value: body.keep_value.unwrap_or(false),
+        force: body.force.unwrap_or(false),
     })
 }
 
@@ -88,9 +89,13 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize> {
 
 pub fn list(query: ListQuery) -> Result<ListRequest> {
     let limit = page_limit(query.limit)?;
+    let prefix = query.prefix.unwrap_or_default();
+    if prefix.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("`prefix` must be UTF-8 without control characters"));
+    }
     Ok(ListRequest {
-        prefix: query.prefix.unwrap_or_default(),
-        after: query.after,
+        prefix,
+        after: query.after.map(resource_name).transpose()?,
         limit,
         values: query.values.unwrap_or(true),
         max_bytes: MAX_LIST_BYTES,
@@ -110,6 +115,11 @@ pub fn lease_id(id: String) -> Result<LeaseId> {
         )));
     }
     Ok(LeaseId(id))
+}
+
+/// The name of an inspected lock (from the path).
+pub fn inspected(resource: String) -> Result<String> {
+    resource_name(resource)
 }
 
 /// The field that names the resource on the RPC routes, when absent.

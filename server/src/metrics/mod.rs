@@ -135,9 +135,10 @@ fn seconds_histogram() -> AtomicHistogram {
 // then the sum).
 
 /// The status codes counted by name; any other is `other`.
-const STATUSES: [&str; 11] = ["200", "400", "401", "404", "405", "408", "409", "413", "500", "503", "other"];
+const STATUSES: [&str; 13] =
+    ["200", "400", "401", "403", "404", "405", "408", "409", "413", "429", "500", "503", "other"];
 /// The codes of `STATUSES` as numbers, in the same order (`other` is the index past them).
-const STATUS_CODES: [u16; 10] = [200, 400, 401, 404, 405, 408, 409, 413, 500, 503];
+const STATUS_CODES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 503];
 const ROUTE_COUNT: usize = ROUTES.len() + 1; // and `unmatched`
 /// Latency buckets: 50 µs doubling to about 26 s, then +Inf.
 const HTTP_BASE_NS: u64 = 50_000;

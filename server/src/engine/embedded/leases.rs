@@ -106,11 +106,11 @@ impl LeaseTable {
 
     /// Grants a new lease that expires `ttl` from `now` unless kept alive; also says where the
     /// grant is in the journal.
-    pub(super) fn grant(&self, ttl: Duration, now: Instant) -> Result<(LeaseInfo, u64)> {
+    pub(super) fn grant(&self, ttl: Duration, id_prefix: &str, now: Instant) -> Result<(LeaseInfo, u64)> {
         let mut state = self.state();
         self.check_writable()?;
         let id = loop {
-            let id = LeaseId(format!("{:016x}", rand::rng().random::<u64>()));
+            let id = LeaseId(format!("{id_prefix}{:016x}", rand::rng().random::<u64>()));
             if !state.leases.contains_key(&id) {
                 break id;
             }
@@ -165,10 +165,23 @@ impl LeaseTable {
     }
 
     /// Up to `limit` live leases, in id order.
-    pub(super) fn list(&self, limit: usize, now: Instant) -> Vec<LeaseInfo> {
+    pub(super) fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now: Instant,
+    ) -> Vec<LeaseInfo> {
         let state = self.state();
-        let mut alive: Vec<(&LeaseId, &Lease)> =
-            state.leases.iter().filter(|(_, lease)| lease.deadline > now).collect();
+        let mut alive: Vec<(&LeaseId, &Lease)> = state
+            .leases
+            .iter()
+            .filter(|(id, lease)| {
+                lease.deadline > now
+                    && id.0.starts_with(prefix)
+                    && after.is_none_or(|after| id.0.as_str() > after)
+            })
+            .collect();
         alive.sort_by(|a, b| a.0.cmp(b.0));
         alive
             .into_iter()

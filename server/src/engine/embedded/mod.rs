@@ -185,7 +185,11 @@ impl LockBackend for EmbeddedBackend {
         let ((), position) = self
             .shared
             .with_durable_slot(&request.resource, true, |cx| {
-                cx.check_holder(&request.owner, request.token)?;
+                if request.force {
+                    cx.check_held()?;
+                } else {
+                    cx.check_holder(&request.owner, request.token)?;
+                }
                 cx.end_hold(request.keep_value, HoldEnd::Released);
                 Ok(())
             })
@@ -212,9 +216,9 @@ impl LockBackend for EmbeddedBackend {
         self.shared.list(&request).await
     }
 
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
+    async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo> {
         self.shared.leases_settled().await?;
-        let (lease, position) = self.shared.leases.grant(ttl, Instant::now())?;
+        let (lease, position) = self.shared.leases.grant(ttl, id_prefix, Instant::now())?;
         self.shared.written(position).await?;
         Ok(lease)
     }
@@ -226,8 +230,8 @@ impl LockBackend for EmbeddedBackend {
         Ok(ttl)
     }
 
-    async fn list_leases(&self, limit: usize) -> Result<Vec<LeaseInfo>> {
-        Ok(self.shared.leases.list(limit, Instant::now()))
+    async fn list_leases(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<LeaseInfo>> {
+        Ok(self.shared.leases.list(prefix, after, limit, Instant::now()))
     }
 
     async fn gauges(&self) -> crate::metrics::Gauges {

@@ -255,6 +255,11 @@ impl<'a> SlotCx<'a> {
         self.slot.info(self.name, self.shared, self.now)
     }
 
+    /// Succeeds when anyone holds the lock.
+    pub(super) fn check_held(&self) -> Result<&Holder> {
+        self.slot.holder.as_ref().ok_or(EngineError::NotHeld)
+    }
+
     /// Succeeds when `owner` holds the lock (under `token`, when given).
     pub(super) fn check_holder(&self, owner: &str, token: Option<FencingToken>) -> Result<&Holder> {
         let holder = self.slot.holder.as_ref().ok_or(EngineError::NotHeld)?;

@@ -27,7 +27,13 @@ fn expire(secs: f64) -> Lifetime {
 }
 
 fn release(resource: &str, owner: &str) -> ReleaseRequest {
-    ReleaseRequest { resource: resource.into(), owner: owner.into(), token: None, keep_value: false }
+    ReleaseRequest {
+        resource: resource.into(),
+        owner: owner.into(),
+        token: None,
+        keep_value: false,
+        force: false,
+    }
 }
 
 /// Queues `owner` for `resource` in a task, and returns once it is queued.
@@ -120,7 +126,7 @@ async fn a_cancelled_waiter_leaves_the_queue() {
 #[tokio::test(start_paused = true)]
 async fn a_lease_that_ends_releases_its_locks_and_refuses_its_waiters() {
     let backend = backend();
-    let lease = backend.grant_lease(Duration::from_secs(2)).await.unwrap();
+    let lease = backend.grant_lease(Duration::from_secs(2), "").await.unwrap();
     let under_lease = Lifetime::Lease(lease.id.clone());
     backend.acquire(acquire("held", "a", under_lease.clone(), Duration::ZERO)).await.unwrap();
     backend.acquire(acquire("other", "x", Lifetime::Unbounded, Duration::ZERO)).await.unwrap();

@@ -9,7 +9,7 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
-use super::keys::{decode, encode, lease_name, lease_number, HoldRecord, WaiterRecord};
+use super::keys::{decode, encode, lease_number, HoldRecord, WaiterRecord};
 use super::reads::{gets, revision, Hold};
 use super::timers::Due;
 use super::{etcd_error, lease_not_found, Inner};
@@ -57,7 +57,7 @@ impl Inner {
             }
             Lifetime::Lease(lease) => {
                 let id = lease_number(&lease.0)?;
-                record.lease = Some(lease_name(id));
+                record.lease = Some(lease.0.clone());
                 Binding { record, etcd_lease: id, expire: None }
             }
         })
@@ -66,7 +66,10 @@ impl Inner {
     /// The record key of the lease a lease-bound request names.
     pub(super) fn lease_key(&self, lifetime: &Lifetime) -> Result<Option<Vec<u8>>> {
         match lifetime {
-            Lifetime::Lease(lease) => Ok(Some(self.keys.lease(lease_number(&lease.0)?))),
+            Lifetime::Lease(lease) => {
+                lease_number(&lease.0)?;
+                Ok(Some(self.keys.lease(&lease.0)))
+            }
             _ => Ok(None),
         }
     }
@@ -214,20 +217,22 @@ impl Inner {
         }
     }
 
-    /// The hold of `name` if `owner` holds it (under `token`, when given).
+    /// The hold of `name` if `owner` holds it (under `token`, when given); whoever holds it
+    /// when `owner` is `None`.
     pub(super) async fn current_hold(
         &self,
         name: &str,
-        owner: &str,
+        owner: Option<&str>,
         token: Option<FencingToken>,
     ) -> Result<Hold> {
         let hold = self.read_hold(name).await?;
         let hold = hold.filter(|hold| !hold.expired(wall_now_ms())).ok_or(EngineError::NotHeld)?;
-        if hold.record.owner != owner || token.is_some_and(|token| token.0 != hold.token as u64) {
+        let other_owner = owner.is_some_and(|owner| hold.record.owner != owner);
+        if other_owner || (owner.is_some() && token.is_some_and(|token| token.0 != hold.token as u64)) {
             return Err(EngineError::NotOwner);
         }
         if let Some(lease) = &hold.record.lease {
-            if self.live_lease(lease_number(lease)?).await.is_err() {
+            if self.live_lease(lease).await.is_err() {
                 return Err(EngineError::NotHeld);
             }
         }
@@ -270,7 +275,7 @@ impl Inner {
     /// One try at a refresh; `None` when the holder key changed meanwhile.
     pub(super) async fn try_refresh(&self, request: &RefreshRequest) -> Result<Option<Refreshed>> {
         let name = request.resource.as_str();
-        let hold = self.current_hold(name, &request.owner, request.token).await?;
+        let hold = self.current_hold(name, Some(&request.owner), request.token).await?;
         if hold.record.lease.is_some() && request.expire.is_some() {
             return Err(EngineError::LeaseBound);
         }

@@ -61,9 +61,10 @@ impl Keys {
         key
     }
 
-    /// The record of a lease.
-    pub(super) fn lease(&self, id: i64) -> Vec<u8> {
-        self.key("l/", &lease_name(id), b"")
+    /// The record of the lease with this API id (any prefix, then the etcd lease id in hex:
+    /// the record's key is the whole id, so an id with another prefix finds no record).
+    pub(super) fn lease(&self, name: &str) -> Vec<u8> {
+        self.key("l/", name, b"")
     }
 
     /// The first holder key a listing of names starting with `prefix` may return, strictly
@@ -84,6 +85,16 @@ impl Keys {
     /// The prefix of every holder key.
     pub(super) fn holds_prefix(&self) -> Vec<u8> {
         self.key("h/", "", b"")
+    }
+
+    /// The range (start, exclusive end) of the lease records whose ids start with `prefix`,
+    /// strictly after `after`'s when given.
+    pub(super) fn leases_range(&self, prefix: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+        let start = match after {
+            Some(after) if after >= prefix => self.key("l/", after, b"\0"),
+            _ => self.key("l/", prefix, b""),
+        };
+        (start, prefix_end(self.key("l/", prefix, b"")))
     }
 
     /// The prefix of every lease record.
@@ -115,10 +126,12 @@ pub(super) fn lease_name(id: i64) -> String {
     format!("{:016x}", id as u64)
 }
 
-/// The etcd lease id of an API lease id; `NoSuchLease` when it cannot be one.
+/// The etcd lease id of an API lease id (its last 16 characters, after any prefix);
+/// `NoSuchLease` when it cannot be one.
 pub(super) fn lease_number(name: &str) -> Result<i64> {
-    match u64::from_str_radix(name, 16) {
-        Ok(id) if name.len() == 16 && id != 0 => Ok(id as i64),
+    let digits = name.len().checked_sub(16).and_then(|start| name.get(start..));
+    match digits.map(|digits| (digits, u64::from_str_radix(digits, 16))) {
+        Some((digits, Ok(id))) if id != 0 && !digits.starts_with('+') => Ok(id as i64),
         _ => Err(EngineError::NoSuchLease),
     }
 }

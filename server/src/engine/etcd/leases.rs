@@ -16,7 +16,7 @@ use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, LeaseId, LeaseInfo, Result};
 
 impl Inner {
-    pub(super) async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
+    pub(super) async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo> {
         let inner = self;
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
         let id = inner.client.clone().lease_grant(seconds, None).await.map_err(etcd_error)?.id();
@@ -24,18 +24,19 @@ impl Inner {
             ttl_ms: ttl.as_millis() as u64,
             deadline_ms: wall_now_ms() + ttl.as_millis() as u64,
         };
+        let name = format!("{id_prefix}{}", lease_name(id));
         let options = PutOptions::new().with_lease(id);
-        let put = inner.client.clone().put(inner.keys.lease(id), encode(&record), Some(options)).await;
+        let put = inner.client.clone().put(inner.keys.lease(&name), encode(&record), Some(options)).await;
         let revision = put.map_err(etcd_error)?.header().map_or(0, |header| header.revision());
-        inner.schedule(Due::Lease(id), revision, ttl);
-        Ok(LeaseInfo { id: LeaseId(lease_name(id)), ttl, expires_in: ttl, locks: Vec::new() })
+        inner.schedule(Due::Lease(name.clone()), revision, ttl);
+        Ok(LeaseInfo { id: LeaseId(name), ttl, expires_in: ttl, locks: Vec::new() })
     }
 
     pub(super) async fn keepalive(&self, lease: &LeaseId) -> Result<Duration> {
         let inner = self;
         let id = lease_number(&lease.0)?;
         loop {
-            let (record, mod_revision) = inner.live_lease(id).await?;
+            let (record, mod_revision) = inner.live_lease(&lease.0).await?;
             match keep_alive_once(&inner.client, id).await {
                 None => {
                     return Err(EngineError::Unavailable("etcd did not answer the lease keepalive".into()))
@@ -45,7 +46,7 @@ impl Inner {
             }
             let ttl = Duration::from_millis(record.ttl_ms);
             let renewed = LeaseRecord { deadline_ms: wall_now_ms() + record.ttl_ms, ..record };
-            let key = inner.keys.lease(id);
+            let key = inner.keys.lease(&lease.0);
             let response = inner
                 .txn(
                     Txn::new()
@@ -58,15 +59,14 @@ impl Inner {
                 )
                 .await?;
             if response.succeeded() {
-                inner.schedule(Due::Lease(id), revision(&response), ttl);
+                inner.schedule(Due::Lease(lease.0.clone()), revision(&response), ttl);
                 return Ok(ttl);
             }
         }
     }
 
     pub(super) async fn revoke(&self, lease: &LeaseId) -> Result<()> {
-        let id = lease_number(&lease.0)?;
-        if self.end_lease(id, None).await? {
+        if self.end_lease(&lease.0, None).await? {
             Ok(())
         } else {
             Err(EngineError::NoSuchLease)
@@ -76,7 +76,7 @@ impl Inner {
     pub(super) async fn lease_info(&self, lease: &LeaseId) -> Result<LeaseInfo> {
         let inner = self;
         let id = lease_number(&lease.0)?;
-        let (record, _) = inner.live_lease(id).await?;
+        let (record, _) = inner.live_lease(&lease.0).await?;
         let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
         let attached =
             inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(etcd_error)?;
@@ -84,7 +84,7 @@ impl Inner {
             attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
         locks.sort();
         Ok(LeaseInfo {
-            id: LeaseId(lease_name(id)),
+            id: lease.clone(),
             ttl: Duration::from_millis(record.ttl_ms),
             expires_in: ms_left(record.deadline_ms, wall_now_ms()),
             locks,
@@ -92,12 +92,13 @@ impl Inner {
     }
 
     /// A lease's record and its mod revision, if the lease is alive.
-    pub(super) async fn live_lease(&self, id: i64) -> Result<(LeaseRecord, i64)> {
-        let response = self.client.clone().get(self.keys.lease(id), None).await.map_err(etcd_error)?;
+    pub(super) async fn live_lease(&self, name: &str) -> Result<(LeaseRecord, i64)> {
+        lease_number(name)?;
+        let response = self.client.clone().get(self.keys.lease(name), None).await.map_err(etcd_error)?;
         let kv = response.kvs().first().ok_or(EngineError::NoSuchLease)?;
         let record: LeaseRecord = decode(kv.key(), kv.value())?;
         if record.deadline_ms <= wall_now_ms() {
-            self.end_lease(id, Some(kv.mod_revision())).await?;
+            self.end_lease(name, Some(kv.mod_revision())).await?;
             return Err(EngineError::NoSuchLease);
         }
         Ok((record, kv.mod_revision()))
@@ -106,8 +107,9 @@ impl Inner {
     /// Ends a lease (if its record is still at `mod_revision`, when given): its record goes
     /// first, which is the instant the lease ends for every gateway; then etcd revokes it,
     /// deleting the holder keys bound to it. False when the lease was already gone.
-    pub(super) async fn end_lease(&self, id: i64, mod_revision: Option<i64>) -> Result<bool> {
-        let key = self.keys.lease(id);
+    pub(super) async fn end_lease(&self, name: &str, mod_revision: Option<i64>) -> Result<bool> {
+        let id = lease_number(name)?;
+        let key = self.keys.lease(name);
         let compare = match mod_revision {
             Some(revision) => Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
             None => Compare::version(key.clone(), CompareOp::Greater, 0),

@@ -230,7 +230,8 @@ impl LockBackend for EtcdBackend {
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
         let released = async {
             loop {
-                let hold = self.inner.current_hold(&request.resource, &request.owner, request.token).await?;
+                let owner = (!request.force).then_some(request.owner.as_str());
+                let hold = self.inner.current_hold(&request.resource, owner, request.token).await?;
                 if self.inner.end_hold(&request.resource, hold.mod_revision, request.keep_value).await? {
                     return Ok(());
                 }
@@ -260,8 +261,8 @@ impl LockBackend for EtcdBackend {
         counted("list", self.inner.list(&request).await)
     }
 
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
-        counted("grant_lease", self.inner.grant_lease(ttl).await)
+    async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo> {
+        counted("grant_lease", self.inner.grant_lease(ttl, id_prefix).await)
     }
 
     async fn keepalive(&self, lease: &LeaseId) -> Result<Duration> {
@@ -276,12 +277,17 @@ impl LockBackend for EtcdBackend {
         counted("lease_info", self.inner.lease_info(lease).await)
     }
 
-    async fn list_leases(&self, limit: usize) -> Result<Vec<LeaseInfo>> {
+    async fn list_leases(
+        &self,
+        id_prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LeaseInfo>> {
         let listed = async {
             let prefix = self.inner.keys.leases_prefix();
-            let options = GetOptions::new().with_prefix().with_keys_only().with_limit(limit as i64 * 2);
-            let answer =
-                self.inner.client.clone().get(prefix.clone(), Some(options)).await.map_err(etcd_error)?;
+            let (from, end) = self.inner.keys.leases_range(id_prefix, after);
+            let options = GetOptions::new().with_range(end).with_keys_only().with_limit(limit as i64 * 2);
+            let answer = self.inner.client.clone().get(from, Some(options)).await.map_err(etcd_error)?;
             let mut leases = Vec::new();
             for kv in answer.kvs() {
                 let Some(name) = kv.key().strip_prefix(prefix.as_slice()) else { continue };
@@ -314,7 +320,8 @@ impl LockBackend for EtcdBackend {
 
     async fn health(&self) -> Health {
         let mut client = self.inner.client.clone();
-        let probe = client.get(self.inner.keys.lease(0), Some(GetOptions::new().with_count_only()));
+        let probe = client
+            .get(self.inner.keys.lease(&keys::lease_name(0)), Some(GetOptions::new().with_count_only()));
         let problem = match tokio::time::timeout(Duration::from_secs(2), probe).await {
             Ok(Ok(_)) => None,
             Ok(Err(error)) => Some(format!("etcd cannot be reached: {error}")),

@@ -115,7 +115,10 @@ impl Queued {
         let mut shutting_down_rx = self.inner.shutting_down.subscribe();
         let mut failing_since: Option<Instant> = None;
         let lease_key = match &request.lifetime {
-            Lifetime::Lease(lease) => Some(self.inner.keys.lease(lease_number(&lease.0)?)),
+            Lifetime::Lease(lease) => {
+                lease_number(&lease.0)?;
+                Some(self.inner.keys.lease(&lease.0))
+            }
             _ => None,
         };
         loop {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
-use super::keys::{decode, lease_number, HoldRecord, LeaseRecord};
+use super::keys::{decode, lease_name, HoldRecord, LeaseRecord};
 use super::{etcd_error, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, FencingToken, LeaseId, ListRequest, LockInfo, LockPage, Result};
@@ -116,7 +116,7 @@ impl Inner {
         let wall = wall_now_ms();
         match (&hold.record.lease, hold.record.deadline_ms) {
             (Some(lease), _) => {
-                let left = match self.live_lease(lease_number(lease)?).await {
+                let left = match self.live_lease(lease).await {
                     Ok((record, _)) => ms_left(record.deadline_ms, wall),
                     Err(EngineError::NoSuchLease) => Duration::ZERO,
                     Err(error) => return Err(error),
@@ -151,8 +151,11 @@ impl Inner {
                 ));
                 let value_read = if values { None } else { Some(GetOptions::new().with_count_only()) };
                 ops.push(TxnOp::get(self.keys.value(name), value_read));
-                let lease = hold.record.lease.as_deref().map(lease_number).transpose()?.unwrap_or(0);
-                ops.push(TxnOp::get(self.keys.lease(lease), None));
+                let no_lease = lease_name(0);
+                ops.push(TxnOp::get(
+                    self.keys.lease(hold.record.lease.as_deref().unwrap_or(&no_lease)),
+                    None,
+                ));
             }
             let response = self.txn(Txn::new().and_then(ops)).await?;
             let answers = response.op_responses();

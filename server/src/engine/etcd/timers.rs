@@ -17,8 +17,8 @@ pub(super) enum Due {
     Hold(String),
     /// The end of a value's retention.
     Value(String),
-    /// A lease's deadline.
-    Lease(i64),
+    /// A lease's deadline (its API id).
+    Lease(String),
 }
 
 impl Inner {
@@ -28,7 +28,7 @@ impl Inner {
         let key = match &due {
             Due::Hold(name) => self.keys.hold(name),
             Due::Value(name) => self.keys.value(name),
-            Due::Lease(id) => self.keys.lease(*id),
+            Due::Lease(name) => self.keys.lease(name),
         };
         let inner = self.me.clone();
         let timer_key = key.clone();
@@ -48,7 +48,7 @@ impl Inner {
                             .and_then([TxnOp::delete(timer_key.clone(), None)]);
                         inner.txn(txn).await.map(|_| ())
                     }
-                    Due::Lease(id) => inner.end_lease(*id, Some(mod_revision)).await.map(|ended| {
+                    Due::Lease(name) => inner.end_lease(name, Some(mod_revision)).await.map(|ended| {
                         if ended {
                             crate::metrics::global().lease_expired();
                         }
