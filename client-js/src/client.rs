@@ -15,7 +15,7 @@ use crate::lock::LockHandle;
 /// `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET` (or `.env`).
 #[napi(object)]
 pub struct ClientOptions {
-    /// `host:port` of the server, with or without `http://`.
+    /// The server: `host:port` (plain HTTP), `http://host:port` or `https://host:port`.
     pub addr: Option<String>,
     /// The owner id; by default unique per client.
     pub owner: Option<String>,
@@ -28,6 +28,13 @@ pub struct ClientOptions {
     /// the process dies.
     #[napi(ts_type = "number | false")]
     pub default_expire: Option<Either<f64, bool>>,
+    /// A PEM CA file to trust for `https://` addresses, besides the system's roots (default
+    /// `LOCKSERVER_CA_FILE`).
+    pub ca_file: Option<String>,
+    /// A client certificate (PEM) for servers that require one (default `LOCKSERVER_CERT_FILE`).
+    pub cert_file: Option<String>,
+    /// The client certificate's key (PEM; default `LOCKSERVER_KEY_FILE`).
+    pub key_file: Option<String>,
 }
 
 /// How to acquire: `expire` and `wait` in seconds (`wait` absent: as long as it takes).
@@ -79,16 +86,20 @@ impl LockserverClient {
     /// A client; what `options` leaves out comes from the environment.
     #[napi(constructor)]
     pub fn new(env: Env, options: Option<ClientOptions>) -> Result<Self> {
-        let ClientOptions { addr, owner, secret, timeout, default_expire } =
+        let ClientOptions { addr, owner, secret, timeout, default_expire, ca_file, cert_file, key_file } =
             options.unwrap_or(ClientOptions {
                 addr: None,
                 owner: None,
                 secret: None,
                 timeout: None,
                 default_expire: None,
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
             });
         let built = (|| {
-            let mut builder = Client::builder().options(addr, owner, secret);
+            let mut builder =
+                Client::builder().options(addr, owner, secret).tls_files(ca_file, cert_file, key_file);
             if let Some(timeout) = timeout {
                 builder = builder.timeout(seconds("timeout", timeout)?);
             }

@@ -13,7 +13,8 @@ use napi_derive::napi;
 #[napi(object)]
 pub struct ErrorFields {
     /// The error code, upper case: `LOCKED`, `NOT_HELD`, `NOT_OWNER`, `NO_SUCH_LEASE`,
-    /// `LOCK_LOST`, `UNAUTHORIZED`, `BAD_REQUEST`, `UNAVAILABLE` or `SERVER`.
+    /// `LOCK_LOST`, `UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `QUOTA_EXCEEDED`,
+    /// `BAD_REQUEST`, `UNAVAILABLE` or `SERVER`.
     pub code: String,
     /// What went wrong.
     pub message: String,

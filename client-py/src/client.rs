@@ -66,16 +66,23 @@ impl LockserverClient {
     /// `default_expire`: the expiry of a lock taken without `expire`, `lease` or
     /// `hold_until_released`, kept alive while held (seconds, default 30; None: such locks are
     /// held until released, even if the process dies).
+    /// `ca_file`: a PEM CA to trust for `https://` addresses, besides the system's roots
+    /// (default `LOCKSERVER_CA_FILE`); `cert_file` and `key_file`: a client certificate for
+    /// mutual TLS (default `LOCKSERVER_CERT_FILE`, `LOCKSERVER_KEY_FILE`).
     #[new]
-    #[pyo3(signature = (addr=None, owner=None, secret=None, *, timeout=None, default_expire=Some(30.0)))]
+    #[pyo3(signature = (addr=None, owner=None, secret=None, *, timeout=None, default_expire=Some(30.0), ca_file=None, cert_file=None, key_file=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn new(
         addr: Option<String>,
         owner: Option<String>,
         secret: Option<String>,
         timeout: Option<f64>,
         default_expire: Option<f64>,
+        ca_file: Option<String>,
+        cert_file: Option<String>,
+        key_file: Option<String>,
     ) -> PyResult<Self> {
-        let mut builder = Client::builder().options(addr, owner, secret);
+        let mut builder = Client::builder().options(addr, owner, secret).tls_files(ca_file, cert_file, key_file);
         if let Some(timeout) = timeout {
             builder = builder.timeout(seconds("timeout", timeout).map_err(errors::to_py)?);
         }

@@ -51,6 +51,24 @@ create_exception!(
 );
 create_exception!(
     lockserver_client,
+    Forbidden,
+    LockserverError,
+    "The key's role does not allow this, or it named another namespace."
+);
+create_exception!(
+    lockserver_client,
+    RateLimited,
+    LockserverError,
+    "The key's request rate is used up. `.retry_after` is seconds to wait, or None."
+);
+create_exception!(
+    lockserver_client,
+    QuotaExceeded,
+    LockserverError,
+    "The key's namespace holds its quota of locks (max_locks)."
+);
+create_exception!(
+    lockserver_client,
     Unavailable,
     LockserverError,
     "The server cannot be reached or is unavailable."
@@ -72,6 +90,9 @@ pub fn to_py(error: Error) -> PyErr {
         Error::NotOwner => NotOwner::new_err(message),
         Error::NoSuchLease => NoSuchLease::new_err(message),
         Error::Unauthorized => Unauthorized::new_err(message),
+        Error::Forbidden(_) => Forbidden::new_err(message),
+        Error::RateLimited { .. } => RateLimited::new_err(message),
+        Error::QuotaExceeded(_) => QuotaExceeded::new_err(message),
         Error::Unavailable(_) => Unavailable::new_err(message),
         Error::BadRequest(_) => BadRequest::new_err(message),
         // An argument out of range, found before sending: a `BadRequest` that is also a
@@ -89,6 +110,9 @@ pub fn to_py(error: Error) -> PyErr {
             let _ = value.setattr("owner", owner);
             let _ = value.setattr("expires_in", expires_in.map(|left| left.as_secs_f64()));
         }
+        if let Error::RateLimited { retry_after, .. } = &error {
+            let _ = value.setattr("retry_after", retry_after.map(|wait| wait.as_secs_f64()));
+        }
     });
     exception
 }
@@ -103,6 +127,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("NotOwner", py.get_type::<NotOwner>())?;
     module.add("NoSuchLease", py.get_type::<NoSuchLease>())?;
     module.add("Unauthorized", py.get_type::<Unauthorized>())?;
+    module.add("Forbidden", py.get_type::<Forbidden>())?;
+    module.add("RateLimited", py.get_type::<RateLimited>())?;
+    module.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
     module.add("Unavailable", py.get_type::<Unavailable>())?;
     module.add("BadRequest", py.get_type::<BadRequest>())?;
     let bases = PyTuple::new(py, [py.get_type::<BadRequest>(), py.get_type::<PyValueError>()])?;

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::Rng;
@@ -11,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::listing::Listing;
 use crate::lock::LockBuilder;
+use crate::tls::TlsFiles;
 use crate::types::{LeaseInfo, LockInfo, LockPage};
 use crate::wire::Transport;
 
@@ -40,19 +42,24 @@ struct Inner {
 }
 
 /// Configures a [`Client`]. What is not set comes from the environment (or `.env`):
-/// `LOCKSERVER_ADDR`, `LOCKSERVER_SECRET`, `LOCKSERVER_OWNER`.
+/// `LOCKSERVER_ADDR`, `LOCKSERVER_SECRET`, `LOCKSERVER_OWNER`, and for HTTPS
+/// `LOCKSERVER_CA_FILE`, `LOCKSERVER_CERT_FILE`, `LOCKSERVER_KEY_FILE`.
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder {
     addr: Option<String>,
     secret: Option<String>,
     owner: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     retries: Option<u32>,
     timeout: Option<Duration>,
     default_expire: Option<Option<Duration>>,
 }
 
 impl ClientBuilder {
-    /// The server's address: `host:port`, with or without `http://`.
+    /// The server's address: `host:port` (plain HTTP), `http://host:port` or
+    /// `https://host:port`.
     pub fn addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = Some(addr.into());
         self
@@ -76,6 +83,30 @@ impl ClientBuilder {
         self.addr = addr.or(self.addr);
         self.owner = owner.or(self.owner);
         self.secret = secret.or(self.secret);
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file for `https://` addresses, besides the
+    /// system's roots (for a server whose certificate a private CA signed).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM chain) and key (PEM) to servers that require
+    /// one (mutual TLS).
+    pub fn client_cert(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        self.cert_file = Some(cert_file.into());
+        self.key_file = Some(key_file.into());
+        self
+    }
+
+    /// Sets whichever of the CA file, client certificate and key are given; the others still
+    /// come from the environment. (What the bindings' constructors take.)
+    pub fn tls_files(mut self, ca_file: Option<String>, cert_file: Option<String>, key_file: Option<String>) -> Self {
+        self.ca_file = ca_file.map(PathBuf::from).or(self.ca_file);
+        self.cert_file = cert_file.map(PathBuf::from).or(self.cert_file);
+        self.key_file = key_file.map(PathBuf::from).or(self.key_file);
         self
     }
 
@@ -106,9 +137,14 @@ impl ClientBuilder {
         let addr = self.addr.or_else(|| env("LOCKSERVER_ADDR")).unwrap_or_else(|| DEFAULT_ADDR.to_string());
         let addr = addr.trim().trim_end_matches('/');
         let base = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
+        let tls = TlsFiles {
+            ca_file: self.ca_file.or_else(|| env("LOCKSERVER_CA_FILE").map(PathBuf::from)),
+            cert_file: self.cert_file.or_else(|| env("LOCKSERVER_CERT_FILE").map(PathBuf::from)),
+            key_file: self.key_file.or_else(|| env("LOCKSERVER_KEY_FILE").map(PathBuf::from)),
+        };
+        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).tcp_nodelay(true);
+        let http = tls
+            .apply(http)?
             .build()
             .map_err(|error| Error::Unavailable(format!("cannot build the HTTP client: {error}")))?;
         let transport = Transport {

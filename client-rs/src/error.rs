@@ -35,6 +35,21 @@ pub enum Error {
     /// The secret is missing or wrong: set `LOCKSERVER_SECRET` or pass one to the builder.
     #[error("unauthorized: the server refused the secret; set LOCKSERVER_SECRET or pass one")]
     Unauthorized,
+    /// The key's role does not allow the request, or it named another namespace; the text
+    /// says which key and what it needs.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The key's request rate is used up; retry after `retry_after`.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// When the server will accept a request again (from `Retry-After`).
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: String,
+    },
+    /// The key's namespace holds its quota of locks (`max_locks`); release some first.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// The server refused the request as malformed; the text says why.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -60,13 +75,16 @@ pub enum Error {
 
 impl Error {
     /// Every code [`Error::code`] can return.
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 13] = [
         "locked",
         "not_held",
         "not_owner",
         "no_such_lease",
         "lock_lost",
         "unauthorized",
+        "forbidden",
+        "rate_limited",
+        "quota_exceeded",
         "bad_request",
         "unavailable",
         "cancelled",
@@ -74,7 +92,8 @@ impl Error {
     ];
 
     /// The stable code of this error: the server's code where it has one (`locked`,
-    /// `not_held`, `not_owner`, `no_such_lease`, `unauthorized`, `bad_request`, `unavailable`),
+    /// `not_held`, `not_owner`, `no_such_lease`, `unauthorized`, `forbidden`, `rate_limited`,
+    /// `quota_exceeded`, `bad_request`, `unavailable`),
     /// `lock_lost`, `cancelled` or `server` otherwise.
     pub fn code(&self) -> &'static str {
         match self {
@@ -84,6 +103,9 @@ impl Error {
             Error::NoSuchLease => "no_such_lease",
             Error::LockLost => "lock_lost",
             Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::QuotaExceeded(_) => "quota_exceeded",
             Error::BadRequest(_) | Error::InvalidArgument(_) => "bad_request",
             Error::Unavailable(_) => "unavailable",
             Error::Cancelled => "cancelled",
@@ -91,8 +113,8 @@ impl Error {
         }
     }
 
-    /// Decodes a server error answer.
-    pub(crate) fn from_answer(status: u16, body: &[u8]) -> Error {
+    /// Decodes a server error answer; `retry_after` is its `Retry-After` header, if any.
+    pub(crate) fn from_answer(status: u16, body: &[u8], retry_after: Option<Duration>) -> Error {
         let answer: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         let message = if answer.message.is_empty() {
             String::from_utf8_lossy(body).into_owned()
@@ -108,6 +130,9 @@ impl Error {
             Some(ErrorCode::NotOwner) => Error::NotOwner,
             Some(ErrorCode::NoSuchLease) => Error::NoSuchLease,
             Some(ErrorCode::Unauthorized) => Error::Unauthorized,
+            Some(ErrorCode::Forbidden) => Error::Forbidden(message),
+            Some(ErrorCode::RateLimited) => Error::RateLimited { retry_after, message },
+            Some(ErrorCode::QuotaExceeded) => Error::QuotaExceeded(message),
             Some(ErrorCode::BadRequest | ErrorCode::TooLarge) => Error::BadRequest(message),
             Some(ErrorCode::Unavailable | ErrorCode::TooMany | ErrorCode::RequestTimeout) => {
                 Error::Unavailable(message)
@@ -129,7 +154,7 @@ mod tests {
     fn every_server_code_decodes_into_a_client_code() {
         for code in ErrorCode::ALL {
             let body = format!(r#"{{"error":"{}","message":"m"}}"#, code.as_str());
-            let error = Error::from_answer(code.status(), body.as_bytes());
+            let error = Error::from_answer(code.status(), body.as_bytes(), None);
             assert!(Error::CODES.contains(&error.code()));
             if Error::CODES.contains(&code.as_str()) {
                 assert_eq!(error.code(), code.as_str());

@@ -116,6 +116,7 @@ mod operator;
 mod options;
 mod reference;
 mod shared;
+mod tls;
 mod types;
 mod wire;
 

@@ -205,7 +205,7 @@ impl Transport {
                 Err(failure) => {
                     let may_retry = call.retry == Retry::Idempotent || failure.is_connect();
                     if attempt >= self.retries || !may_retry {
-                        return (Err(Error::Unavailable(failure.to_string())), attempt > 0);
+                        return (Err(Error::Unavailable(describe(&failure))), attempt > 0);
                     }
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
@@ -228,14 +228,32 @@ impl Transport {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = response.bytes().await?;
         if (200..300).contains(&status) {
             Ok(serde_json::from_slice(&bytes)
                 .map_err(|error| Error::Server { status, message: format!("unreadable answer: {error}") }))
         } else {
-            Ok(Err(Error::from_answer(status, &bytes)))
+            Ok(Err(Error::from_answer(status, &bytes, retry_after)))
         }
     }
+}
+
+/// A transport error with its causes (a refused certificate says why, not only "error sending
+/// request").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Percent-encodes one path or query component.

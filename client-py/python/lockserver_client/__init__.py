@@ -14,6 +14,7 @@ call waits, and ``*_async`` methods and ``async with`` work under asyncio.
 from ._native import (
     __version__,
     BadRequest,
+    Forbidden,
     InvalidArgument,
     Lease,
     Lock,
@@ -25,6 +26,8 @@ from ._native import (
     NoSuchLease,
     NotHeld,
     NotOwner,
+    QuotaExceeded,
+    RateLimited,
     Unauthorized,
     Unavailable,
 )
@@ -32,6 +35,7 @@ from ._native import (
 __all__ = [
     "__version__",
     "BadRequest",
+    "Forbidden",
     "InvalidArgument",
     "Lease",
     "Lock",
@@ -43,6 +47,8 @@ __all__ = [
     "NoSuchLease",
     "NotHeld",
     "NotOwner",
+    "QuotaExceeded",
+    "RateLimited",
     "Unauthorized",
     "Unavailable",
 ]

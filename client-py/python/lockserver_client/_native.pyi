@@ -29,6 +29,16 @@ class NoSuchLease(LockserverError):
 class Unauthorized(LockserverError):
     """The server refused the secret."""
 
+class Forbidden(LockserverError):
+    """The key's role does not allow this, or it named another namespace."""
+
+class RateLimited(LockserverError):
+    """The key's request rate is used up. `.retry_after` is seconds to wait, or None."""
+    retry_after: Optional[float]
+
+class QuotaExceeded(LockserverError):
+    """The key's namespace holds its quota of locks (max_locks)."""
+
 class Unavailable(LockserverError):
     """The server cannot be reached or is unavailable."""
 
@@ -88,7 +98,7 @@ class Locks(Iterator[Dict[str, Any]]):
 
 class LockserverClient:
     """A lockserver client; missing arguments come from LOCKSERVER_ADDR/SECRET/OWNER or .env."""
-    def __init__(self, addr: Optional[str] = None, owner: Optional[str] = None, secret: Optional[str] = None, *, timeout: Optional[float] = None, default_expire: Optional[float] = 30.0) -> None: ...
+    def __init__(self, addr: Optional[str] = None, owner: Optional[str] = None, secret: Optional[str] = None, *, timeout: Optional[float] = None, default_expire: Optional[float] = 30.0, ca_file: Optional[str] = None, cert_file: Optional[str] = None, key_file: Optional[str] = None) -> None: ...
     @property
     def owner(self) -> str: ...
     @property
