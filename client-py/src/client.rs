@@ -82,7 +82,8 @@ impl LockserverClient {
         cert_file: Option<String>,
         key_file: Option<String>,
     ) -> PyResult<Self> {
-        let mut builder = Client::builder().options(addr, owner, secret).tls_files(ca_file, cert_file, key_file);
+        let mut builder =
+            Client::builder().options(addr, owner, secret).tls_files(ca_file, cert_file, key_file);
         if let Some(timeout) = timeout {
             builder = builder.timeout(seconds("timeout", timeout).map_err(errors::to_py)?);
         }

@@ -1,9 +1,9 @@
 //! The async [`Client`]: configuration, and the entry points to locks, leases and reads.
 //! The protocol calls themselves live in `wire.rs`.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::Rng;
@@ -103,7 +103,12 @@ impl ClientBuilder {
 
     /// Sets whichever of the CA file, client certificate and key are given; the others still
     /// come from the environment. (What the bindings' constructors take.)
-    pub fn tls_files(mut self, ca_file: Option<String>, cert_file: Option<String>, key_file: Option<String>) -> Self {
+    pub fn tls_files(
+        mut self,
+        ca_file: Option<String>,
+        cert_file: Option<String>,
+        key_file: Option<String>,
+    ) -> Self {
         self.ca_file = ca_file.map(PathBuf::from).or(self.ca_file);
         self.cert_file = cert_file.map(PathBuf::from).or(self.cert_file);
         self.key_file = key_file.map(PathBuf::from).or(self.key_file);

@@ -31,8 +31,8 @@ impl TlsFiles {
                 let mut pem = read(cert, "client certificate")?;
                 pem.push(b'\n');
                 pem.extend(read(key, "client key")?);
-                let identity =
-                    reqwest::Identity::from_pem(&pem).map_err(|error| invalid(cert, "client certificate", error))?;
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|error| invalid(cert, "client certificate", error))?;
                 http = http.identity(identity);
             }
             (None, None) => {}
