@@ -55,6 +55,8 @@ pub struct TestServer {
     child: Child,
     /// The data dir it was given by the harness (none when the test chose one).
     _data_dir: Option<TempDir>,
+    /// Other files it reads (a keys file, certificates), removed with it.
+    pub dirs: Vec<TempDir>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The secret it accepts.
@@ -96,11 +98,29 @@ pub enum Backend {
     /// Gateways on this etcd cluster; each [`Backend::start`] gets a key prefix of its own,
     /// so that tests sharing the cluster do not see each other's locks.
     Etcd(&'static EtcdCluster),
+    /// That backend, but [`Backend::start`] gives the server a keys file instead of a secret:
+    /// the helpers send the secret of a `lock` key in a namespace of its own (the suite as one
+    /// tenant sees it). `start_raw` and `start_with_env` are the backend's own.
+    Keyed(&'static Backend),
 }
 
 impl Backend {
     /// Starts a server with a fresh random secret and these extra flags.
     pub fn start(&self, args: &[&str]) -> TestServer {
+        if let Backend::Keyed(backend) = self {
+            let secret = format!("tenant-secret-{}", std::process::id());
+            let keys = TempDir::new("keys");
+            let file = keys.path.join("keys.toml");
+            let text = format!(
+                "[[key]]\nname = \"suite\"\nsecret = \"{secret}\"\nnamespace = \"suite\"\nrole = \"lock\"\n"
+            );
+            std::fs::write(&file, text).expect("writing the keys file");
+            let mut full = vec!["--keys-file", file.to_str().expect("a UTF-8 temp path")];
+            full.extend_from_slice(args);
+            let mut server = backend.start_raw(&full, Some(secret));
+            server.dirs.push(keys);
+            return server;
+        }
         let secret = format!("test-secret-{}", std::process::id());
         let mut full = vec!["--secret", &secret];
         full.extend_from_slice(args);
@@ -117,6 +137,7 @@ impl Backend {
     pub fn start_with_env(&self, args: &[&str], secret: Option<String>, env: &[(&str, &str)]) -> TestServer {
         match self {
             Backend::Embedded => TestServer::start_with_env(args, secret, env),
+            Backend::Keyed(backend) => backend.start_with_env(args, secret, env),
             Backend::Etcd(cluster) => {
                 let flags = cluster.gateway_flags(&cluster.fresh_prefix());
                 let mut full: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -192,7 +213,13 @@ impl TestServer {
         let secret = secret
             .or_else(|| printed.iter().find_map(|line| line.rsplit(": ").next().map(str::to_string)))
             .unwrap_or_default();
-        TestServer { child, _data_dir: data_dir, base, secret, stdout: printed }
+        TestServer { child, _data_dir: data_dir, dirs: Vec::new(), base, secret, stdout: printed }
+    }
+
+    /// Sends SIGHUP: the server re-reads its keys file and TLS certificate.
+    pub fn hangup(&self) {
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|status| status.success()), "kill -HUP failed");
     }
 
     /// An API client for this server with its secret.
@@ -317,6 +344,11 @@ impl Api {
             .build()
             .expect("building the HTTP client");
         Api { http, base: base.to_string(), secret: secret.to_string() }
+    }
+
+    /// The same client over another HTTP client (one trusting a test CA, say).
+    pub fn with_http(&self, http: reqwest::Client) -> Api {
+        Api { http, ..self.clone() }
     }
 
     /// The same client sending another secret (or none, when empty).

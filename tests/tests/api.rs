@@ -8,3 +8,6 @@ fn backend() -> &'static Backend {
 
 #[path = "suite/api.rs"]
 mod suite;
+
+#[path = "suite/keys.rs"]
+mod keys;

@@ -97,3 +97,6 @@ async fn a_dead_gateways_holds_expire_and_its_waiters_leave() {
     // The hold's deadline (1 s) plus the backstop's slack, or the dead session's ttl (5 s).
     assert!(waited < Duration::from_secs(9), "{waited:?}");
 }
+
+#[path = "suite/keys.rs"]
+mod keys;
