@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod certs;
 mod etcd;
 
+pub use certs::{Issued, TestCa};
 pub use etcd::EtcdCluster;
 
 /// The header that carries the shared secret.

@@ -35,7 +35,7 @@ pub async fn authenticate(
         let Some(key) = given.and_then(|given| ring.find(given)) else {
             warn!(
                 target: "audit",
-                peer = ?request.peer_addr(),
+                peer = %peer(&request),
                 method = %request.method(),
                 path = %request.path(),
                 secret_sent = given.is_some(),
@@ -47,9 +47,14 @@ pub async fn authenticate(
             let rate = key.rate.unwrap_or_default();
             return Err(ApiError::RateLimited { key: key.name.clone(), rate, retry_after }.into());
         }
-        let caller = Caller::new(key.clone());
+        let caller = Caller::new(key.clone(), peer(&request));
         drop(ring);
         request.extensions_mut().insert(caller);
     }
     next.call(request).await
+}
+
+/// The peer's address as the audit log shows it (empty when unknown).
+fn peer(request: &ServiceRequest) -> String {
+    request.peer_addr().map(|addr| addr.to_string()).unwrap_or_default()
 }

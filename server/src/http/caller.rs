@@ -19,6 +19,8 @@ use crate::security::{ApiKey, Namespace, Role};
 pub struct Caller {
     key: Arc<ApiKey>,
     namespace: Namespace,
+    /// The peer's address, for the audit log (empty when unknown).
+    peer: String,
 }
 
 /// `?namespace=NAME`: an admin key acting in another namespace than its own.
@@ -29,8 +31,13 @@ struct NamespaceQuery {
 
 impl Caller {
     /// A caller acting in its own namespace.
-    pub(super) fn new(key: Arc<ApiKey>) -> Self {
-        Caller { namespace: key.namespace.clone(), key }
+    pub(super) fn new(key: Arc<ApiKey>, peer: String) -> Self {
+        Caller { namespace: key.namespace.clone(), key, peer }
+    }
+
+    /// The peer's address, for the audit log.
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Refuses with 403 `forbidden` unless the key's role is at least `role`.
@@ -77,7 +84,7 @@ impl Caller {
         info!(
             target: "audit",
             key = %self.key.name,
-            peer = ?request.peer_addr(),
+            peer = %self.peer,
             namespace = %namespace.name(),
             method = %request.method(),
             path = %request.path(),

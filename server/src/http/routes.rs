@@ -112,6 +112,7 @@ impl AppState {
             info!(
                 target: "audit",
                 key = %caller.key().name,
+                peer = %caller.peer(),
                 namespace = %caller.namespace().name(),
                 resource = %request.resource,
                 "forced release"
