@@ -16,12 +16,12 @@ function serverBinary() {
   return binary
 }
 
-async function startServer() {
+async function startServer(extraArgs = []) {
   const secret = 'js-' + crypto.randomBytes(16).toString('hex')
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LOCKSERVER_')))
   env.RUST_LOG = 'warn'
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockserver-js-'))
-  const child = spawn(serverBinary(), ['--bind', '127.0.0.1', '--port', '0', '--secret', secret, '--data-dir', dataDir], {
+  const child = spawn(serverBinary(), ['--bind', '127.0.0.1', '--port', '0', '--secret', secret, '--data-dir', dataDir, ...extraArgs], {
     env,
     cwd: '/',
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -46,4 +46,11 @@ async function startServer() {
   }
 }
 
-module.exports = { startServer }
+/** Certificates for the TLS tests (scripts/test-certs.sh): ca.pem, server.pem, client.pem, keys. */
+function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockserver-js-certs-'))
+  execFileSync('bash', [path.join(ROOT, 'scripts', 'test-certs.sh'), dir], { stdio: 'inherit' })
+  return dir
+}
+
+module.exports = { startServer, makeCerts }
