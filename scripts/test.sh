@@ -13,10 +13,10 @@ step() { printf '\n==> %s\n' "$*"; }
 # Integration tests open a thousand connections at once.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build, feature etcd), curl (the README's examples), chromium and chromium-driver (the status page's test)"
+step "Debian packages: etcd-server (the etcd backend's tests), protobuf-compiler (etcd-client's build, feature etcd), curl (the README's examples), chromium and chromium-driver (the status page's test), openssl (the Python and Node TLS tests' certificates)"
 if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null || ! command -v curl >/dev/null \
-  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler curl chromium chromium-driver
+  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v openssl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler curl chromium chromium-driver openssl
 fi
 
 step "rustfmt and clippy components"

@@ -1,11 +1,35 @@
-//! A lean HTTP/1.1 client for load: pre-built request bytes over one keep-alive
-//! `TcpStream`, and a parser that reads only the status line, `content-length` and the body.
+//! A lean HTTP/1.1 client for load: pre-built request bytes over one keep-alive connection
+//! (plain TCP, or TLS for an HTTPS [`Target`]), and a parser that reads only the status line,
+//! `content-length` and the body.
 
 use std::io;
+use std::sync::Arc;
 
 use lockserver_protocol::SECRET_HEADER;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Where load goes: `host:port`, and the TLS client settings when it speaks HTTPS.
+#[derive(Clone)]
+pub struct Target {
+    /// `host:port`.
+    pub addr: String,
+    /// HTTPS with these settings; plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    /// Plain HTTP to `addr`.
+    pub fn plain(addr: &str) -> Target {
+        Target { addr: addr.to_string(), tls: None }
+    }
+}
+
+/// A byte stream a connection runs over.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Builds the bytes of one request.
 pub fn request(method: &str, path: &str, secret: &str, body: &str) -> Vec<u8> {
@@ -19,7 +43,7 @@ pub fn request(method: &str, path: &str, secret: &str, body: &str) -> Vec<u8> {
 
 /// One keep-alive connection.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
     /// Bytes of `buf` that belong to the last response (dropped before the next read).
     consumed: usize,
@@ -28,14 +52,27 @@ pub struct Conn {
 impl Conn {
     /// Connects to `addr` (`host:port`).
     pub async fn connect(addr: &str) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        Conn::open(&Target::plain(addr)).await
+    }
+
+    /// Connects to `target`, with the TLS handshake when it speaks HTTPS.
+    pub async fn open(target: &Target) -> io::Result<Conn> {
+        let tcp = TcpStream::connect(&target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &target.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = ServerName::try_from("localhost").expect("a DNS name");
+                Box::new(TlsConnector::from(config.clone()).connect(name, tcp).await?)
+            }
+        };
         Ok(Conn { stream, buf: Vec::with_capacity(4096), consumed: 0 })
     }
 
     /// Sends a request without waiting for its response.
     pub async fn send(&mut self, request: &[u8]) -> io::Result<()> {
-        self.stream.write_all(request).await
+        self.stream.write_all(request).await?;
+        self.stream.flush().await
     }
 
     /// Sends a request and reads its response: the status and the body.

@@ -96,8 +96,8 @@ fn main() {
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
-/// (`uncontended`, `contended`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`, `durability`,
-/// `redis`; Redis needs `uncontended` too). `LOCKSERVER_BENCH_BASELINE` names a lockserver binary
+/// (`uncontended`, `security`, `contended`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`,
+/// `durability`, `redis`; Redis needs `uncontended` too). `LOCKSERVER_BENCH_BASELINE` names a lockserver binary
 /// that `durability` measures the durable store against.
 fn wanted(name: &str) -> bool {
     std::env::var("LOCKSERVER_BENCH_ONLY")
@@ -117,6 +117,10 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
         scenarios::generator_ceiling(&bare, &mut out).await;
         eprintln!("uncontended...");
         memory_64 = Some(scenarios::uncontended(binary, &bare, data, &mut out).await[&(false, 64)]);
+    }
+    if wanted("security") {
+        eprintln!("security...");
+        scenarios::security(binary, &mut out).await;
     }
     if wanted("contended") {
         eprintln!("contended...");

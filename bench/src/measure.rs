@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::http::{request, Conn};
+use crate::http::{request, Conn, Target};
 
 /// The shared secret of every server the bench starts.
 pub const SECRET: &str = "bench-secret";
@@ -32,14 +32,19 @@ impl Rng {
 /// Runs `conns` connections for `duration`, each repeating its own list of requests (all
 /// expected to answer 200); returns rounds of the list completed per second.
 pub async fn rounds_per_second(addr: &str, scripts: Vec<Vec<Vec<u8>>>, duration: Duration) -> f64 {
+    rounds_per_second_on(&Target::plain(addr), scripts, duration).await
+}
+
+/// [`rounds_per_second`] against a [`Target`] (HTTPS, say).
+pub async fn rounds_per_second_on(target: &Target, scripts: Vec<Vec<Vec<u8>>>, duration: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for script in scripts {
-        let (addr, done) = (addr.to_string(), done.clone());
+        let (target, done) = (target.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::connect(&addr).await.expect("connecting");
+            let mut conn = Conn::open(&target).await.expect("connecting");
             while Instant::now() < deadline {
                 for step in &script {
                     let (status, body) = conn.call(step).await.expect("a response");

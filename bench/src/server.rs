@@ -15,7 +15,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Runs `program` with `args` and waits for its `listening on http://ADDR` line.
+    /// Runs `program` with `args` and waits for its `listening on http://ADDR` (or `https://`)
+    /// line.
     pub fn start(program: &Path, args: &[&str]) -> Server {
         let started = Instant::now();
         let mut child = Command::new(program)
@@ -30,8 +31,9 @@ impl Server {
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("lockserver listening on http://") {
-                        break url.trim().to_string();
+                    let url = line.strip_prefix("lockserver listening on ");
+                    if let Some(addr) = url.and_then(|url| url.split_once("://")).map(|(_, addr)| addr) {
+                        break addr.trim().to_string();
                     }
                 }
                 _ => panic!("{} exited before listening", program.display()),

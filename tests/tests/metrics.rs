@@ -65,6 +65,7 @@ async fn the_series_exist_with_their_types_and_move() {
         ("lockserver_journal_sync_seconds", "histogram"),
         ("lockserver_journal_batch_records", "histogram"),
         ("lockserver_build_info", "gauge"),
+        ("lockserver_key_requests", "counter"),
     ] {
         assert_eq!(before.types.get(name).map(String::as_str), Some(kind), "{name}");
     }
@@ -104,6 +105,7 @@ async fn the_series_exist_with_their_types_and_move() {
     assert_eq!(moved("lockserver_wait_seconds_count"), 1.0);
     assert_eq!(moved("lockserver_hold_seconds_count"), 3.0);
     assert!(moved("lockserver_http_requests_total{route=\"/acquire\",status=\"200\"}") >= 3.0);
+    assert!(moved("lockserver_key_requests_total{key=\"secret\",outcome=\"accepted\"}") >= 5.0);
     assert!(moved("lockserver_journal_sync_seconds_count") >= 1.0);
     assert!(moved("lockserver_journal_batch_records_sum") >= 4.0);
     assert_eq!(after.value("lockserver_locks_held"), 0.0);

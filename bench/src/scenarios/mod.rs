@@ -8,6 +8,7 @@ mod durability;
 mod etcd;
 mod held;
 mod resources;
+mod security;
 mod throughput;
 mod waiting;
 
@@ -17,5 +18,6 @@ pub use durability::durability;
 pub use etcd::etcd;
 pub use held::million;
 pub use resources::at_the_caps;
+pub use security::security;
 pub use throughput::{generator_ceiling, redis, uncontended};
 pub use waiting::{expiries, parked};

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use lockserver_protocol::SECRET_HEADER;
 
-use super::caller::Caller;
+use super::caller::{Caller, Peer};
 use super::error::ApiError;
 use crate::security::Keys;
 
@@ -31,11 +31,10 @@ pub async fn authenticate(
             authorization.strip_prefix(b"Bearer ")
         });
         let keys = request.app_data::<Data<Keys>>().expect("the app is built with its keys");
-        let ring = keys.ring();
-        let Some(key) = given.and_then(|given| ring.find(given)) else {
+        let Some(key) = given.and_then(|given| keys.find(given)) else {
             warn!(
                 target: "audit",
-                peer = %peer(&request),
+                peer = %Peer(request.peer_addr()),
                 method = %request.method(),
                 path = %request.path(),
                 secret_sent = given.is_some(),
@@ -47,14 +46,8 @@ pub async fn authenticate(
             let rate = key.rate.unwrap_or_default();
             return Err(ApiError::RateLimited { key: key.name.clone(), rate, retry_after }.into());
         }
-        let caller = Caller::new(key.clone(), peer(&request));
-        drop(ring);
+        let caller = Caller::new(key, Peer(request.peer_addr()));
         request.extensions_mut().insert(caller);
     }
     next.call(request).await
-}
-
-/// The peer's address as the audit log shows it (empty when unknown).
-fn peer(request: &ServiceRequest) -> String {
-    request.peer_addr().map(|addr| addr.to_string()).unwrap_or_default()
 }

@@ -2,7 +2,9 @@
 //! namespace the request acts in. Handlers take a [`Caller`], check its role, and pass every
 //! name through its namespace on the way in and out.
 
+use std::fmt;
 use std::future::{ready, Ready};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -19,8 +21,21 @@ use crate::security::{ApiKey, Namespace, Role};
 pub struct Caller {
     key: Arc<ApiKey>,
     namespace: Namespace,
-    /// The peer's address, for the audit log (empty when unknown).
-    peer: String,
+    /// The peer's address, for the audit log.
+    peer: Peer,
+}
+
+/// A peer's address as the audit log shows it (empty when unknown); formatted only when logged.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `?namespace=NAME`: an admin key acting in another namespace than its own.
@@ -31,13 +46,13 @@ struct NamespaceQuery {
 
 impl Caller {
     /// A caller acting in its own namespace.
-    pub(super) fn new(key: Arc<ApiKey>, peer: String) -> Self {
+    pub(super) fn new(key: Arc<ApiKey>, peer: Peer) -> Self {
         Caller { namespace: key.namespace.clone(), key, peer }
     }
 
     /// The peer's address, for the audit log.
-    pub fn peer(&self) -> &str {
-        &self.peer
+    pub fn peer(&self) -> Peer {
+        self.peer
     }
 
     /// Refuses with 403 `forbidden` unless the key's role is at least `role`.
@@ -68,7 +83,15 @@ impl Caller {
         self.namespace.qualify(name)
     }
 
+    /// [`Caller::qualify`], reusing the name's allocation in the default namespace.
+    pub fn qualify_owned(&self, name: String) -> String {
+        self.namespace.qualify_owned(name)
+    }
+
     fn acting_in(mut self, request: &HttpRequest) -> Result<Self, ApiError> {
+        if !request.query_string().contains("namespace") {
+            return Ok(self); // the common case, without parsing the query
+        }
         let Ok(query) = Query::<NamespaceQuery>::from_query(request.query_string()) else { return Ok(self) };
         let Some(name) = query.into_inner().namespace else { return Ok(self) };
         let namespace = Namespace::new(&name).map_err(|error| ApiError::bad_request(error.to_string()))?;

@@ -70,9 +70,9 @@ impl AppState {
     ) -> Result<Json<GrantReply>> {
         caller.require(Role::Lock)?;
         let mut request = validate::acquire(body, resource, &self.limits)?;
-        request.resource = caller.qualify(&request.resource);
+        request.resource = caller.qualify_owned(std::mem::take(&mut request.resource));
         if let Lifetime::Lease(lease) = &mut request.lifetime {
-            lease.0 = caller.qualify(&lease.0);
+            lease.0 = caller.qualify_owned(std::mem::take(&mut lease.0));
         }
         if let Some(max) = caller.key().max_locks {
             self.check_quota(caller, max, &request).await?;
@@ -118,7 +118,7 @@ impl AppState {
                 "forced release"
             );
         }
-        request.resource = caller.qualify(&request.resource);
+        request.resource = caller.qualify_owned(std::mem::take(&mut request.resource));
         self.backend.release(request).await?;
         Ok(Json(ReleasedReply { released: true }))
     }
@@ -131,12 +131,12 @@ impl AppState {
     ) -> Result<Json<RefreshedReply>> {
         caller.require(Role::Lock)?;
         let mut request = validate::refresh(body, resource, &self.limits)?;
-        request.resource = caller.qualify(&request.resource);
+        request.resource = caller.qualify_owned(std::mem::take(&mut request.resource));
         Ok(Json(replies::refreshed(self.backend.refresh(request).await?)))
     }
 
     fn lease_id(caller: &Caller, id: String) -> Result<LeaseId> {
-        Ok(LeaseId(caller.qualify(&validate::lease_id(id)?.0)))
+        Ok(LeaseId(caller.qualify_owned(validate::lease_id(id)?.0)))
     }
 }
 
@@ -238,7 +238,7 @@ async fn patch_lock(
 
 async fn inspect(state: Data<AppState>, caller: Caller, resource: Path<String>) -> Result<Json<LockReply>> {
     caller.require(Role::Read)?;
-    let resource = caller.qualify(&validate::inspected(resource.into_inner())?);
+    let resource = caller.qualify_owned(validate::inspected(resource.into_inner())?);
     Ok(Json(replies::lock(state.backend.inspect(&resource).await?, caller.namespace())))
 }
 

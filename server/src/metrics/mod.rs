@@ -83,6 +83,22 @@ struct EtcdCall {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyOutcome {
+    key: String,
+    outcome: &'static str,
+}
+
+/// One API key's request counters, fetched when the key is loaded: counting is then one atomic
+/// addition.
+#[derive(Debug, Clone, Default)]
+pub struct KeyCounters {
+    /// Requests authenticated by the key and within its rate.
+    pub accepted: Counter,
+    /// Requests refused for its rate.
+    pub rate_limited: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     backend: &'static str,
@@ -104,6 +120,7 @@ pub struct Metrics {
     journal_sync_seconds: AtomicHistogram,
     journal_batch_records: AtomicHistogram,
     etcd_requests: Family<EtcdCall, Counter>,
+    key_requests: Family<KeyOutcome, Counter>,
     build_info: Family<BuildLabels, Gauge>,
     /// The tallies as last handed to the metrics above.
     flushed: Mutex<Vec<u64>>,
@@ -186,6 +203,7 @@ impl Metrics {
             journal_sync_seconds: AtomicHistogram::seconds(Duration::from_micros(50), 18),
             journal_batch_records: AtomicHistogram::new(1, 14, 1.0),
             etcd_requests: Family::default(),
+            key_requests: Family::default(),
             build_info: Family::default(),
             flushed: Mutex::new(vec![0; SLOTS]),
             registry: Registry::default(),
@@ -224,6 +242,11 @@ impl Metrics {
             "etcd backend: operations by result",
             metrics.etcd_requests.clone(),
         );
+        r.register(
+            "lockserver_key_requests",
+            "Requests by API key (its name) and outcome: accepted or rate_limited",
+            metrics.key_requests.clone(),
+        );
         r.register("lockserver_build_info", "The server's version and backend", metrics.build_info.clone());
         // Series of fixed labels exist from the start, at 0, so that rates and alerts on them
         // work before the first event.
@@ -234,6 +257,14 @@ impl Metrics {
             let _ = metrics.expiries.get_or_create(&WhatLabel { what });
         }
         Metrics { registry, ..metrics }
+    }
+
+    /// The request counters of the API key named `key` (the same ones each time it is asked,
+    /// so a key keeps its series across reloads).
+    pub fn key_counters(&self, key: &str) -> KeyCounters {
+        let counter =
+            |outcome| self.key_requests.get_or_create(&KeyOutcome { key: key.to_string(), outcome }).clone();
+        KeyCounters { accepted: counter("accepted"), rate_limited: counter("rate_limited") }
     }
 
     /// Says which backend this process serves (`lockserver_build_info`).

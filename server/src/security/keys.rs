@@ -12,8 +12,11 @@
 //! max_locks = 10000                   # held at once in the namespace (optional)
 //! ```
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::namespace::{Namespace, NamespaceError};
+use crate::metrics::KeyCounters;
 
 /// What a key may do; each role may do everything the ones before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -58,6 +62,8 @@ pub struct ApiKey {
     pub rate: Option<u32>,
     /// Locks held at once in its namespace; `None` is unlimited.
     pub max_locks: Option<usize>,
+    /// Its series of `lockserver_key_requests`.
+    pub counters: KeyCounters,
     bucket: Mutex<Bucket>,
 }
 
@@ -78,6 +84,7 @@ impl ApiKey {
     ) -> Self {
         let tokens = rate.map_or(0.0, f64::from);
         ApiKey {
+            counters: crate::metrics::global().key_counters(&name),
             name,
             namespace,
             role,
@@ -88,7 +95,17 @@ impl ApiKey {
     }
 
     /// Takes one request from the key's rate; when there is none left, how long until there is.
+    /// Counted in the key's metrics either way.
     pub fn take(&self, now: Instant) -> Result<(), Duration> {
+        let taken = self.take_from_bucket(now);
+        match taken {
+            Ok(()) => self.counters.accepted.inc(),
+            Err(_) => self.counters.rate_limited.inc(),
+        };
+        taken
+    }
+
+    fn take_from_bucket(&self, now: Instant) -> Result<(), Duration> {
         let Some(rate) = self.rate.map(f64::from) else { return Ok(()) };
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = now.saturating_duration_since(bucket.filled_at).as_secs_f64();
@@ -149,14 +166,17 @@ struct KeysFileText {
 /// however many keys there are).
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
+    by_digest: HashMap<[u8; 32], Arc<ApiKey>, BuildDigestHasher>,
 }
 
 impl KeyRing {
     /// The plain `--secret`s: admin keys in the default namespace, named `secret`.
     pub fn add_secrets<'a>(&mut self, secrets: impl IntoIterator<Item = &'a str>) {
-        let key = Arc::new(ApiKey::new("secret".into(), Namespace::default(), Role::Admin, None, None));
+        let mut key = None;
         for secret in secrets.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
+            let key = key.get_or_insert_with(|| {
+                Arc::new(ApiKey::new("secret".into(), Namespace::default(), Role::Admin, None, None))
+            });
             self.by_digest.insert(digest(secret.as_bytes()), key.clone());
         }
     }
@@ -209,26 +229,93 @@ impl KeyRing {
 }
 
 /// The key ring in use, replaced whole when the keys file is re-read (SIGHUP).
-#[derive(Debug, Default)]
+///
+/// Every request looks its key up here, so each thread keeps the ring it last used and only
+/// takes the lock when the ring's stamp has changed: the lookup then writes no memory another
+/// core reads.
+#[derive(Debug)]
 pub struct Keys {
+    /// The stamp of `current`: unique among every ring any `Keys` ever served.
+    stamp: AtomicU64,
     current: RwLock<Arc<KeyRing>>,
+}
+
+/// Where stamps come from.
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The ring this thread used last, with its stamp.
+    static CACHED: RefCell<Option<(u64, Arc<KeyRing>)>> = const { RefCell::new(None) };
 }
 
 impl Keys {
     /// Serves `ring`.
     pub fn new(ring: KeyRing) -> Self {
-        Keys { current: RwLock::new(Arc::new(ring)) }
+        let stamp = AtomicU64::new(STAMPS.fetch_add(1, Ordering::Relaxed));
+        Keys { stamp, current: RwLock::new(Arc::new(ring)) }
+    }
+
+    /// The key whose secret is `given`, in the ring now.
+    pub fn find(&self, given: &[u8]) -> Option<Arc<ApiKey>> {
+        let stamp = self.stamp.load(Ordering::Acquire);
+        CACHED.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            let ring = match &*cached {
+                Some((cached_stamp, ring)) if *cached_stamp == stamp => ring,
+                _ => &cached.insert(self.stamped()).1,
+            };
+            ring.find(given).cloned()
+        })
     }
 
     /// The ring now.
     pub fn ring(&self) -> Arc<KeyRing> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stamped().1
+    }
+
+    /// The ring now and its stamp, read together.
+    fn stamped(&self) -> (u64, Arc<KeyRing>) {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (self.stamp.load(Ordering::Acquire), current.clone())
     }
 
     /// Serves `ring` from now on.
     pub fn replace(&self, ring: KeyRing) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(ring);
+        self.stamp.store(STAMPS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
     }
+}
+
+/// Hashes a SHA-256 digest by its first 8 bytes: they are uniformly random already.
+#[derive(Debug, Default, Clone)]
+struct BuildDigestHasher;
+
+impl BuildHasher for BuildDigestHasher {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut first = [0u8; 8];
+        let take = bytes.len().min(8);
+        first[..take].copy_from_slice(&bytes[..take]);
+        self.0 ^= u64::from_le_bytes(first);
+    }
+
+    /// The length prefix of the array: the same for every digest.
+    fn write_usize(&mut self, _: usize) {}
 }
 
 /// A fresh random secret (64 hex digits), for a server started without one.
@@ -291,6 +378,21 @@ mod tests {
         assert!(ring(role).is_err());
         let space = "[[key]]\nname='a'\nsecret='x'\nnamespace='a b'\nrole='lock'\n";
         assert!(ring(space).unwrap_err().to_string().contains("namespace"));
+    }
+
+    #[test]
+    fn a_replaced_ring_is_seen_by_the_next_lookup() {
+        let mut first = KeyRing::default();
+        first.add_secrets(["one"]);
+        let keys = Keys::new(first);
+        assert!(keys.find(b"one").is_some());
+        let mut second = KeyRing::default();
+        second.add_secrets(["two"]);
+        keys.replace(second);
+        assert!(keys.find(b"one").is_none());
+        assert!(keys.find(b"two").is_some());
+        let other = Keys::new(KeyRing::default());
+        assert!(other.find(b"two").is_none(), "each Keys has its own cached ring");
     }
 
     #[test]

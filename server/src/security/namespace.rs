@@ -59,6 +59,15 @@ impl Namespace {
         }
     }
 
+    /// [`Namespace::qualify`], reusing the name's allocation in the default namespace.
+    pub fn qualify_owned(&self, name: String) -> String {
+        if self.prefix.is_empty() {
+            name
+        } else {
+            self.qualify(&name)
+        }
+    }
+
     /// The client's form of a stored name; `None` when it is another namespace's.
     pub fn unqualify(&self, stored: &str) -> Option<String> {
         if self.prefix.is_empty() {
