@@ -232,6 +232,9 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn inspect(&self, resource: &str) -> Result<LockInfo>;
     /// Lists held locks whose names start with the request's prefix, in name order.
     async fn list(&self, request: ListRequest) -> Result<LockPage>;
+    /// How many locks are held under names starting with `prefix` (and sorting after `after`,
+    /// when given), counting up to `at_most`: what a namespace's quota is checked against.
+    async fn count_held(&self, prefix: &str, after: Option<&str>, at_most: usize) -> Result<usize>;
     /// Grants a lease with this time to live, its id starting with `id_prefix` (the HTTP layer
     /// keeps each namespace's leases under its own prefix).
     async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo>;

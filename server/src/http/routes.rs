@@ -20,7 +20,7 @@ use super::body::Body;
 use super::caller::Caller;
 use super::error::{ApiError, Result};
 use super::{replies, validate, AppState};
-use crate::engine::{AcquireRequest, LeaseId, Lifetime, ListRequest};
+use crate::engine::{AcquireRequest, LeaseId, Lifetime};
 use crate::security::Role;
 
 /// Every route of the API.
@@ -81,12 +81,11 @@ impl AppState {
     }
 
     /// Refuses with 429 `quota_exceeded` when the caller's namespace holds `max` locks already,
-    /// unless this is the holder acquiring again. Counted from a listing, so concurrent acquires
-    /// may overshoot by as many as are in flight.
+    /// unless this is the holder acquiring again. Counted before the acquire, so concurrent
+    /// acquires may overshoot by as many as are in flight.
     async fn check_quota(&self, caller: &Caller, max: usize, request: &AcquireRequest) -> Result<()> {
         let (prefix, after) = caller.namespace().list_range("", None);
-        let page = ListRequest { prefix, after, limit: max, values: false, max_bytes: usize::MAX };
-        if self.backend.list(page).await?.locks.len() < max {
+        if self.backend.count_held(&prefix, after.as_deref(), max).await? < max {
             return Ok(());
         }
         match self.backend.inspect(&request.resource).await {

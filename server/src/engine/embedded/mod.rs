@@ -216,6 +216,10 @@ impl LockBackend for EmbeddedBackend {
         self.shared.list(&request).await
     }
 
+    async fn count_held(&self, prefix: &str, after: Option<&str>, at_most: usize) -> Result<usize> {
+        Ok(self.shared.count_held(prefix, after, at_most))
+    }
+
     async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo> {
         self.shared.leases_settled().await?;
         let (lease, position) = self.shared.leases.grant(ttl, id_prefix, Instant::now())?;

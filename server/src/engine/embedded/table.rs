@@ -220,6 +220,30 @@ impl Shared {
         }
     }
 
+    /// How many locks are held under names starting with `prefix` (after `after`), up to
+    /// `at_most`.
+    pub(super) fn count_held(&self, prefix: &str, after: Option<&str>, at_most: usize) -> usize {
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut count = 0;
+        for shard in self.shards.iter() {
+            let state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
+            count += state
+                .slots
+                .range::<str, _>((start, Bound::Unbounded))
+                .take_while(|(name, _)| name.starts_with(prefix))
+                .filter(|(_, slot)| slot.holder.is_some())
+                .take(at_most - count.min(at_most))
+                .count();
+            if count >= at_most {
+                break;
+            }
+        }
+        count
+    }
+
     /// The page as it is now; the furthest journal position to wait for, if it shows a change
     /// that is not on disk yet.
     fn list_now(&self, request: &ListRequest) -> Result<LockPage, u64> {

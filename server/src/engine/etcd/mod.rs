@@ -261,6 +261,16 @@ impl LockBackend for EtcdBackend {
         counted("list", self.inner.list(&request).await)
     }
 
+    async fn count_held(&self, prefix: &str, after: Option<&str>, _at_most: usize) -> Result<usize> {
+        let counted_held = async {
+            let (from, end) = (self.inner.keys.holds_from(prefix, after), self.inner.keys.holds_end(prefix));
+            let options = GetOptions::new().with_range(end).with_count_only();
+            let answer = self.inner.client.clone().get(from, Some(options)).await.map_err(etcd_error)?;
+            Ok(usize::try_from(answer.count()).unwrap_or(usize::MAX))
+        };
+        counted("count_held", counted_held.await)
+    }
+
     async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo> {
         counted("grant_lease", self.inner.grant_lease(ttl, id_prefix).await)
     }
