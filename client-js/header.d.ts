@@ -23,6 +23,8 @@ export declare class LockserverError extends Error {
   readonly owner?: string
   /** `LOCKED`: milliseconds left on the current hold, or null without expiry. */
   readonly expiresInMs?: number | null
+  /** `RATE_LIMITED`: milliseconds until the server accepts a request again (from `Retry-After`). */
+  readonly retryAfterMs?: number | null
   constructor(fields: ErrorFields)
 }
 

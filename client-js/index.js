@@ -7,7 +7,7 @@
 const { registerErrorClass, Cancellation, version, ...native } = require('./binding.js')
 
 class LockserverError extends Error {
-  constructor({ code, message, owner, expiresInMs }) {
+  constructor({ code, message, owner, expiresInMs, retryAfterMs }) {
     super(message)
     this.name = 'LockserverError'
     this.code = code
@@ -15,6 +15,7 @@ class LockserverError extends Error {
       this.owner = owner
       this.expiresInMs = expiresInMs ?? null
     }
+    if (code === 'RATE_LIMITED') this.retryAfterMs = retryAfterMs ?? null
   }
 }
 

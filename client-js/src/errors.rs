@@ -22,6 +22,8 @@ pub struct ErrorFields {
     pub owner: Option<String>,
     /// `LOCKED`: milliseconds left on the current hold; null without expiry.
     pub expires_in_ms: Option<f64>,
+    /// `RATE_LIMITED`: milliseconds until the server accepts a request again (`Retry-After`).
+    pub retry_after_ms: Option<f64>,
 }
 
 thread_local! {
@@ -49,8 +51,19 @@ pub fn to_js(env: &Env, error: lockserver_client::Error) -> Error {
         }
         _ => (None, None),
     };
-    let fields =
-        ErrorFields { code: error.code().to_uppercase(), message: message.clone(), owner, expires_in_ms };
+    let retry_after_ms = match &error {
+        lockserver_client::Error::RateLimited { retry_after, .. } => {
+            retry_after.map(|wait| wait.as_millis() as f64)
+        }
+        _ => None,
+    };
+    let fields = ErrorFields {
+        code: error.code().to_uppercase(),
+        message: message.clone(),
+        owner,
+        expires_in_ms,
+        retry_after_ms,
+    };
     let made = ERROR_CLASS.with(Cell::get).map(|class| -> Result<Error> {
         let instance = class.borrow_back(env)?.new_instance(fields)?;
         Ok(Error::from(instance))

@@ -72,6 +72,7 @@ test('roles, quotas and rates have codes of their own', async () => {
       await small.inspect('one').catch((error) => (limited = error))
     }
     assert.equal(limited?.code, 'RATE_LIMITED')
+    assert.equal(limited.retryAfterMs, 1000)
     assert.ok(held.token > 0)
   } finally {
     await keyed.stop()
