@@ -212,6 +212,9 @@ mod tests {
         assert_eq!(lease_number(&lease_name(0x7abc)).ok(), Some(0x7abc));
         assert_eq!(lease_number(&lease_name(-5)).ok(), Some(-5));
         assert!(matches!(lease_number("xyz"), Err(EngineError::NoSuchLease)));
+        let namespaced = format!("\u{1}billing\u{1}{}", lease_name(0x7b));
+        assert_eq!(lease_number(&namespaced).ok(), Some(0x7b), "an id with a namespace prefix");
+        assert!(matches!(lease_number("\u{1}é\u{1}00000000000007b"), Err(EngineError::NoSuchLease)));
         assert!(matches!(lease_number("0000000000000000"), Err(EngineError::NoSuchLease)));
     }
 }
