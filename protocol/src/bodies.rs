@@ -209,3 +209,43 @@ pub struct HealthReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// `GET /watch?resource=NAME` or `?prefix=P` (a Server-Sent Events stream): one of the two.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchQuery {
+    /// Watch this lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Watch every lock whose name starts with this (empty: every lock of the namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// The `data:` of a watch event: a lock as it is after the change (`owner` and `token` are
+/// `null` once it is free). The `event:` line says what changed: `acquired`, `released`,
+/// `expired`, `refreshed`, `handoff` (granted to the head waiter) or `revoked` (its lease
+/// ended); `reset` carries the current state instead (see [`WatchResetBody`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEventBody {
+    /// The lock's name.
+    pub resource: String,
+    /// The holder after the change; `null` when free.
+    pub owner: Option<String>,
+    /// The hold's fencing token; `null` when free.
+    pub token: Option<u64>,
+    /// Time left on the hold; `null` when free or without an expiry of its own.
+    pub expires_in_ms: Option<u64>,
+    /// The value stored with the lock (`null` on the etcd backend, which does not read it).
+    pub value: Option<String>,
+    /// How many requests are queued for it (`null` on the etcd backend).
+    pub waiters: Option<usize>,
+}
+
+/// The `data:` of a `reset` event: what is held now among the watched locks (resume from its
+/// `id:`). Sent first when a `Last-Event-ID` is no longer known, and whenever the server had to
+/// drop events for this watcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchResetBody {
+    /// The watched locks that are held now, in name order (at most 1000).
+    pub locks: Vec<LockReply>,
+}

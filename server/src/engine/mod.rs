@@ -9,12 +9,14 @@
 //! - `etcd/`: gateways in front of an etcd cluster (Cargo feature `etcd`);
 //! - `error.rs`: [`EngineError`], the one error type of the engine;
 //! - `clock.rs`: the wall clock, for deadlines that outlive the process;
-//! - `capacity.rs`: caps on locks and waiters.
+//! - `capacity.rs`: caps on locks and waiters;
+//! - `watch.rs`: lock events for watchers, published by both backends.
 
 mod capacity;
 mod clock;
 mod embedded;
 mod error;
+pub mod watch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
@@ -25,6 +27,7 @@ pub use error::{EngineError, Result};
 pub use etcd::{EtcdBackend, EtcdOptions, EtcdSetupError};
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -247,6 +250,8 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Up to `limit` leases alive whose ids start with `prefix` (and sort after `after`, when
     /// given), in id order.
     async fn list_leases(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<LeaseInfo>>;
+    /// Where this backend publishes its lock events (`GET /watch`).
+    fn events(&self) -> &Arc<watch::WatchHub>;
     /// Locks held, waiters queued and leases alive now, for `/metrics`.
     async fn gauges(&self) -> crate::metrics::Gauges;
     /// Whether the backend can serve requests now.

@@ -8,7 +8,8 @@
 //! - `auth.rs`: the secret header, resolved into an API key, and the key's rate;
 //! - `caller.rs`: the [`Caller`] handlers take: the key's role and namespace;
 //! - `body.rs`: the request body, read in time;
-//! - `observe.rs`: each request counted in the metrics, and a debug line per request.
+//! - `observe.rs`: each request counted in the metrics, and a debug line per request;
+//! - `watch.rs`: `GET /watch`, lock events as Server-Sent Events.
 //!
 //! The wire format itself (bodies, codes, header, limits) is the `lockserver-protocol` crate.
 
@@ -20,6 +21,7 @@ mod observe;
 mod replies;
 mod routes;
 mod validate;
+mod watch;
 
 pub use caller::Caller;
 pub use error::ApiError;

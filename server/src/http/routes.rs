@@ -42,6 +42,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/release").route(web::post().to(release)))
         .service(resource("/refresh").route(web::post().to(refresh)))
         .service(resource("/locks").route(web::get().to(list)))
+        .service(resource("/watch").route(web::get().to(super::watch::watch)))
         .service(
             resource("/locks/{resource:.+}")
                 .route(web::get().to(inspect))

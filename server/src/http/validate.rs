@@ -89,10 +89,7 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize> {
 
 pub fn list(query: ListQuery) -> Result<ListRequest> {
     let limit = page_limit(query.limit)?;
-    let prefix = query.prefix.unwrap_or_default();
-    if prefix.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("`prefix` must be UTF-8 without control characters"));
-    }
+    let prefix = prefix(query.prefix.unwrap_or_default())?;
     Ok(ListRequest {
         prefix,
         after: query.after.map(resource_name).transpose()?,
@@ -115,6 +112,14 @@ pub fn lease_id(id: String) -> Result<LeaseId> {
         )));
     }
     Ok(LeaseId(id))
+}
+
+/// A name prefix (of a listing or a watch).
+pub fn prefix(prefix: String) -> Result<String> {
+    if prefix.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("`prefix` must be UTF-8 without control characters"));
+    }
+    Ok(prefix)
 }
 
 /// The name of an inspected lock (from the path).

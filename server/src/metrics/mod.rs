@@ -374,7 +374,7 @@ fn hand_over(histogram: &AtomicHistogram, slots: &[u64]) {
 
 /// The API's route patterns, as labels: the route table's own strings; anything else is
 /// `unmatched`, so that no client can grow the label set.
-const ROUTES: [&str; 11] = [
+const ROUTES: [&str; 12] = [
     "/health",
     "/metrics",
     "/ui",
@@ -382,6 +382,7 @@ const ROUTES: [&str; 11] = [
     "/release",
     "/refresh",
     "/locks",
+    "/watch",
     "/locks/{resource:.+}",
     "/leases",
     "/leases/{id}",

@@ -36,6 +36,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::capacity::{Capacity, Counter};
+use super::clock::wall_now_ms;
+use super::watch::WatchHub;
 use super::{
     AcquireRequest, EngineError, FencingToken, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend,
     LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
@@ -82,6 +84,8 @@ struct Shared {
     max_locks: AtomicUsize,
     max_waiters: AtomicUsize,
     max_memory: AtomicUsize,
+    /// Lock events for watchers, staged under the shard's mutex, published once durable.
+    events: Arc<WatchHub>,
 }
 
 impl EmbeddedBackend {
@@ -118,9 +122,15 @@ impl EmbeddedBackend {
             max_locks: AtomicUsize::new(usize::MAX),
             max_waiters: AtomicUsize::new(usize::MAX),
             max_memory: AtomicUsize::new(usize::MAX),
+            // Ids start at the wall clock's microseconds: they grow across restarts too, so a
+            // watcher resuming with an id of an earlier run is told to reset.
+            events: Arc::new(WatchHub::new(wall_now_ms().saturating_mul(1000))),
         });
         shared.restore(recovered);
         expiry::spawn_timers(&shared);
+        if let Some(journal) = &shared.journal {
+            tokio::spawn(publish_when_durable(shared.events.clone(), Arc::downgrade(journal)));
+        }
         EmbeddedBackend { shared }
     }
 }
@@ -139,6 +149,19 @@ impl EmbeddedBackend {
     }
 }
 
+/// Publishes staged watch events once the journal has their changes on disk, in order; a
+/// failed write drops what it lost and tells watchers to reset. Ends with the journal.
+async fn publish_when_durable(events: Arc<WatchHub>, journal: Weak<Journal>) {
+    loop {
+        let Some(position) = events.next_staged().await else { return };
+        let Some(journal) = journal.upgrade() else { return };
+        match journal.wait_written(position).await {
+            Ok(()) => events.durable(journal.durable()),
+            Err(_) => events.lost_after(journal.durable()),
+        }
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // The expiry tasks hold only weak references: wake them so they see it and end.
@@ -146,6 +169,7 @@ impl Drop for Shared {
             shard.timer.notify_one();
         }
         self.leases.timer.notify_one();
+        self.events.close();
         if let Some(journal) = &self.journal {
             journal.close();
         }
@@ -236,6 +260,10 @@ impl LockBackend for EmbeddedBackend {
 
     async fn list_leases(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<LeaseInfo>> {
         Ok(self.shared.leases.list(prefix, after, limit, Instant::now()))
+    }
+
+    fn events(&self) -> &Arc<WatchHub> {
+        &self.shared.events
     }
 
     async fn gauges(&self) -> crate::metrics::Gauges {

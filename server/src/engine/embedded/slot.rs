@@ -14,6 +14,7 @@ use tracing::debug;
 use super::Shared;
 use crate::engine::capacity::{self, Permit, LOCK_OVERHEAD, WAITER_OVERHEAD};
 use crate::engine::clock::since_start_ms;
+use crate::engine::watch::{EventHold, EventKind, LockEvent};
 use crate::engine::{
     EngineError, FencingToken, Grant, LeaseId, Lifetime, LockInfo, RefreshRequest, Refreshed, Result,
 };
@@ -96,6 +97,12 @@ pub(super) struct SlotCx<'a> {
     pub(super) handoff: Option<Arc<AtomicU64>>,
     /// The slot did not exist before this call: granting it adds a lock to the table.
     fresh: bool,
+    /// Whether watchers are listening: then `changes` records what happened, in order.
+    pub(super) watched: bool,
+    /// The changes made, as watch events name them (only while `watched`).
+    pub(super) changes: Vec<EventKind>,
+    /// The hold being ended goes with its lease (an ended hold is `revoked`, not `released`).
+    pub(super) revoking: bool,
 }
 
 impl<'a> SlotCx<'a> {
@@ -107,7 +114,50 @@ impl<'a> SlotCx<'a> {
         unsynced: u64,
         fresh: bool,
     ) -> Self {
-        SlotCx { slot, name, shared, now, dirty: false, unsynced, handoff: None, fresh }
+        let watched = shared.events.active();
+        SlotCx {
+            slot,
+            name,
+            shared,
+            now,
+            dirty: false,
+            unsynced,
+            handoff: None,
+            fresh,
+            watched,
+            changes: Vec::new(),
+            revoking: false,
+        }
+    }
+
+    /// Records a change for watchers, if any listen.
+    fn changed(&mut self, kind: EventKind) {
+        if self.watched {
+            self.changes.push(kind);
+        }
+    }
+
+    /// The watch events of the changes made, with the slot as it is now (journal `position`
+    /// made them durable; 0 in memory).
+    pub(super) fn stage_events(&mut self, position: u64) {
+        let changes = std::mem::take(&mut self.changes);
+        for kind in changes {
+            let ended = matches!(kind, EventKind::Released | EventKind::Expired | EventKind::Revoked);
+            let hold = self.slot.holder.as_ref().filter(|_| !ended).map(|holder| EventHold {
+                owner: holder.owner.to_string(),
+                token: holder.token.0,
+                expires_in: holder.expires_in(self.slot.deadline, self.shared, self.now),
+            });
+            let event = LockEvent {
+                id: 0,
+                kind,
+                resource: self.name.clone(),
+                hold,
+                value: self.slot.value.as_deref().map(Arc::from),
+                waiters: Some(self.slot.waiters.as_ref().map_or(0, |queue| queue.len())),
+            };
+            self.shared.events.stage(position, event);
+        }
     }
 
     /// Expires a hold whose deadline has passed and drops a value whose retention has ended.
@@ -141,13 +191,16 @@ impl<'a> SlotCx<'a> {
             }
             self.admit(capacity::footprint(LOCK_OVERHEAD, &[self.name.len(), owner.len(), value_len]))?;
             let grant = self.grant(owner, lifetime, value)?;
+            self.changed(EventKind::Acquired);
             debug!(resource = %self.name, owner = %grant.owner, token = grant.token.0, "granted");
             metrics::global().granted(How::immediate);
             return Ok(Acquired::Granted(grant));
         };
         if *holder.owner == *owner {
             self.admit(value_len)?;
-            return self.renew(lifetime, value).map(Acquired::Granted);
+            let renewed = self.renew(lifetime, value)?;
+            self.changed(EventKind::Refreshed);
+            return Ok(Acquired::Granted(renewed));
         }
         if !may_queue {
             return Err(self.locked());
@@ -283,6 +336,7 @@ impl<'a> SlotCx<'a> {
             self.slot.value = Some(value.as_str().into());
         }
         self.dirty = true;
+        self.changed(EventKind::Refreshed);
         let holder = self.slot.holder.as_ref().expect("checked above");
         let expires_in = holder.expires_in(self.slot.deadline, self.shared, self.now);
         Ok(Refreshed { token: holder.token, expires_in })
@@ -292,6 +346,12 @@ impl<'a> SlotCx<'a> {
     /// next holder when `keep_value` (always on expiry: the holder may have died mid-job).
     pub(super) fn end_hold(&mut self, keep_value: bool, end: HoldEnd) {
         let Some(holder) = self.slot.holder.take() else { return };
+        match end {
+            _ if self.revoking => self.changed(EventKind::Revoked),
+            HoldEnd::Released => self.changed(EventKind::Released),
+            HoldEnd::Expired => self.changed(EventKind::Expired),
+            HoldEnd::Withdrawn => {}
+        }
         if end != HoldEnd::Withdrawn {
             let held = Duration::from_millis(since_start_ms(self.now).saturating_sub(holder.granted_ms));
             metrics::global().ended(end == HoldEnd::Expired, Some(held));
@@ -321,6 +381,7 @@ impl<'a> SlotCx<'a> {
             let handoff = self.handoff.get_or_insert_with(Arc::default).clone();
             let token = self.slot.holder.as_ref().map(|holder| holder.token.0);
             if waiter.reply.send(answer.map(|grant| (grant, handoff))).is_ok() && granted {
+                self.changed(EventKind::Handoff);
                 debug!(resource = %self.name, token, "handed off to the head waiter");
                 metrics::global().granted(How::handoff);
                 return;

@@ -108,6 +108,9 @@ impl Shared {
                 handoff.store(position, Ordering::Release);
             }
         }
+        if !cx.changes.is_empty() {
+            cx.stage_events(position);
+        }
         let after = cx.slot.deadline;
         let vacant = cx.slot.is_vacant();
         self.memory.adjust(bytes_before, if vacant { 0 } else { cx.slot.footprint(&key) });
@@ -185,6 +188,7 @@ impl Shared {
         for name in &ended.locks {
             let ((), position) = self.with_slot_at(name, |cx| {
                 if cx.slot.holder.as_ref().is_some_and(|h| h.lease.as_deref() == Some(&ended.id)) {
+                    cx.revoking = true;
                     cx.end_hold(true, HoldEnd::Released);
                 }
             });

@@ -23,10 +23,12 @@
 //! Where each job lives: `holds.rs` (holder transactions), `queue.rs` (the waiter recipe),
 //! `reads.rs` (inspection and listing), `leases.rs` (the API's leases), `timers.rs` (deletions on
 //! this gateway's clock), `keys.rs` (the key layout), `session.rs` (the gateway's own leases),
-//! `endpoints.rs` (which members are in use). This file holds the options, setup and the
+//! `endpoints.rs` (which members are in use), `events.rs` (the gateway's one watch on the
+//! holder keys, feeding `GET /watch`). This file holds the options, setup and the
 //! [`LockBackend`] impl.
 
 mod endpoints;
+mod events;
 mod holds;
 mod keys;
 mod leases;
@@ -51,6 +53,7 @@ use self::keys::Keys;
 use self::queue::Queued;
 use self::session::{Backstops, Session};
 use super::capacity::{Capacity, Counter};
+use super::watch::WatchHub;
 use super::{
     AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend, LockInfo,
     LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
@@ -119,6 +122,8 @@ struct Inner {
     /// The bytes the queued requests take, and their cap.
     memory: Counter,
     max_memory: AtomicUsize,
+    /// Lock events for this gateway's watchers, from its one watch on the holder keys.
+    events: Arc<WatchHub>,
 }
 
 /// Counts an operation of this backend by its outcome (`lockserver_etcd_requests_total`). A
@@ -183,7 +188,9 @@ impl EtcdBackend {
             max_waiters: AtomicUsize::new(usize::MAX),
             memory: Counter::default(),
             max_memory: AtomicUsize::new(usize::MAX),
+            events: Arc::new(WatchHub::new(1)),
         });
+        tokio::spawn(events::follow(Arc::downgrade(&inner), inner.events.clone()));
         let keeper = inner.clone();
         tokio::spawn(async move { keeper.session.keep_alive(keeper.client.clone()).await });
         tokio::spawn(endpoints::monitor(inner.client.clone(), options.endpoints, connect));
@@ -311,6 +318,10 @@ impl LockBackend for EtcdBackend {
             Ok(leases)
         };
         counted("list_leases", listed.await)
+    }
+
+    fn events(&self) -> &Arc<WatchHub> {
+        &self.inner.events
     }
 
     async fn gauges(&self) -> Gauges {

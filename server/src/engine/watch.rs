@@ -1,0 +1,367 @@
+//! Lock events for watchers (`GET /watch`): what changed, on which lock, and the hold after the
+//! change, each with an id that only grows. Both backends publish into one [`WatchHub`]: the
+//! embedded one from the engine, once a change is durable; the etcd one from its gateway-wide
+//! watch, with ids made of etcd revisions.
+//!
+//! The hub keeps a bounded history for watchers that reconnect with the last id they saw, and
+//! fans events out on a bounded broadcast channel: a watcher that falls behind is told to reset,
+//! the engine never waits for it. While nobody has watched for [`IDLE_AFTER`], nothing is
+//! recorded at all: changes then cost one atomic load.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+use crate::engine::clock::since_start_ms;
+
+/// How long after the last watcher left events are still recorded (for reconnects).
+pub const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Events kept for watchers that reconnect.
+const HISTORY: usize = 16_384;
+/// Events a watcher may fall behind before it is told to reset.
+const BACKLOG: usize = 4_096;
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Granted at once: it was free.
+    Acquired,
+    /// Released by its holder (or forced by an admin).
+    Released,
+    /// Its deadline passed.
+    Expired,
+    /// Its holder extended it, acquired it again or replaced its value.
+    Refreshed,
+    /// Granted to the head waiter.
+    Handoff,
+    /// Its lease ended.
+    Revoked,
+}
+
+impl EventKind {
+    /// The name of the SSE `event:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Acquired => "acquired",
+            EventKind::Released => "released",
+            EventKind::Expired => "expired",
+            EventKind::Refreshed => "refreshed",
+            EventKind::Handoff => "handoff",
+            EventKind::Revoked => "revoked",
+        }
+    }
+}
+
+/// A hold as an event shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventHold {
+    /// The holder.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// Time left when the event was made; `None` without an expiry of its own.
+    pub expires_in: Option<Duration>,
+}
+
+/// One change to one lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockEvent {
+    /// Grows with every event of this server (on etcd: the revision, times 256, plus the
+    /// event's place in it).
+    pub id: u64,
+    /// What changed.
+    pub kind: EventKind,
+    /// The lock's stored name.
+    pub resource: Arc<str>,
+    /// The hold after the change; `None` when free.
+    pub hold: Option<EventHold>,
+    /// The value after the change (`None` on etcd, which does not read it).
+    pub value: Option<Arc<str>>,
+    /// Requests queued after the change (`None` on etcd).
+    pub waiters: Option<usize>,
+}
+
+/// What a watcher receives.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    /// A change.
+    Event(Arc<LockEvent>),
+    /// Events were lost (a failed write, a broken etcd watch): read the state again.
+    Reset,
+}
+
+/// Where a new watcher starts.
+pub enum Start {
+    /// Every event after the one it named, still in the history.
+    Replay(Vec<Arc<LockEvent>>),
+    /// Its last id is unknown (too old, or none given with one expected): read the state.
+    Reset,
+}
+
+/// The events of one server.
+pub struct WatchHub {
+    state: Mutex<HubState>,
+    sender: broadcast::Sender<Signal>,
+    /// Whether events are recorded: someone watches, or watched less than [`IDLE_AFTER`] ago.
+    active: AtomicBool,
+    /// When the last watcher left ([`since_start_ms`]), if none is left; 0 otherwise.
+    idle_since_ms: AtomicU64,
+    /// Woken when an event is staged, or the hub closes.
+    staged: Notify,
+    closed: AtomicBool,
+}
+
+struct HubState {
+    next_id: u64,
+    /// Every event from this id on is in `history`: a watcher that saw the one before can
+    /// resume.
+    known_from: u64,
+    /// Published events, oldest first.
+    history: VecDeque<Arc<LockEvent>>,
+    /// Events waiting for their change to reach the disk, in id order, with its position.
+    pending: VecDeque<(u64, Arc<LockEvent>)>,
+    watchers: usize,
+}
+
+impl WatchHub {
+    /// A hub whose first event id is `first_id` (the embedded backend starts at the wall
+    /// clock's microseconds, so ids grow across restarts too).
+    pub fn new(first_id: u64) -> Self {
+        let (sender, _) = broadcast::channel(BACKLOG);
+        WatchHub {
+            state: Mutex::new(HubState {
+                next_id: first_id.max(1),
+                known_from: first_id.max(1),
+                history: VecDeque::new(),
+                pending: VecDeque::new(),
+                watchers: 0,
+            }),
+            sender,
+            active: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            staged: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether events are being recorded now; when false, publishing may be skipped.
+    pub fn active(&self) -> bool {
+        if !self.active.load(Ordering::Relaxed) {
+            return false;
+        }
+        let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
+        if idle_since > 0 && since_start_ms(Instant::now()).saturating_sub(idle_since) > IDLE_AFTER.as_millis() as u64 {
+            let mut state = self.lock();
+            if state.watchers == 0 {
+                // From now on changes go unrecorded: leave a hole in the ids, so that nobody
+                // resumes across it.
+                self.active.store(false, Ordering::Relaxed);
+                state.next_id += 1;
+                Self::forget(&mut state);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The next id, for a change about to be published or staged (`id: 0` in `event`).
+    fn assign(state: &mut HubState, mut event: LockEvent) -> Arc<LockEvent> {
+        if event.id == 0 {
+            event.id = state.next_id;
+            state.next_id += 1;
+        } else {
+            state.next_id = state.next_id.max(event.id + 1);
+        }
+        Arc::new(event)
+    }
+
+    /// Publishes `event` now. Its `id` is assigned here when 0; a given id must exceed every
+    /// earlier one.
+    pub fn publish(&self, event: LockEvent) {
+        let mut state = self.lock();
+        let event = Self::assign(&mut state, event);
+        if state.pending.is_empty() {
+            self.send(&mut state, event);
+        } else {
+            state.pending.push_back((0, event));
+        }
+    }
+
+    /// Stages `event`, made by the change at journal `position`: it is published once
+    /// [`WatchHub::durable`] passes that position, after every event staged before it.
+    pub fn stage(&self, position: u64, event: LockEvent) {
+        let mut state = self.lock();
+        let event = Self::assign(&mut state, event);
+        if position == 0 && state.pending.is_empty() {
+            self.send(&mut state, event);
+        } else {
+            state.pending.push_back((position, event));
+            self.staged.notify_one();
+        }
+    }
+
+    /// Waits until an event is staged; the journal position the oldest one waits for.
+    /// `None` once the hub is closed.
+    pub async fn next_staged(&self) -> Option<u64> {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some((position, _)) = self.lock().pending.front() {
+                return Some(*position);
+            }
+            self.staged.notified().await;
+        }
+    }
+
+    /// Ends [`WatchHub::next_staged`]'s waits: the backend is gone.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.staged.notify_one();
+    }
+
+    /// The journal is on disk up to `durable`: publishes what waited for it.
+    pub fn durable(&self, durable: u64) {
+        let mut state = self.lock();
+        while state.pending.front().is_some_and(|(position, _)| *position <= durable) {
+            let (_, event) = state.pending.pop_front().expect("just looked");
+            self.send(&mut state, event);
+        }
+    }
+
+    /// A write failed: what is staged beyond `durable` never happened. Tells every watcher to
+    /// read the state again.
+    pub fn lost_after(&self, durable: u64) {
+        self.durable(durable);
+        let mut state = self.lock();
+        state.pending.clear();
+        Self::forget(&mut state);
+        let _ = self.sender.send(Signal::Reset);
+    }
+
+    /// Tells every watcher to read the state again (events were missed).
+    pub fn reset(&self) {
+        let mut state = self.lock();
+        Self::forget(&mut state);
+        let _ = self.sender.send(Signal::Reset);
+    }
+
+    /// Empties the history: nobody can resume from before now.
+    fn forget(state: &mut HubState) {
+        state.history.clear();
+        state.known_from = state.next_id;
+    }
+
+    /// The id of the last event (0 before any).
+    pub fn last_id(&self) -> u64 {
+        self.lock().next_id - 1
+    }
+
+    /// A new watcher: where it starts, and its channel. `after` is the last id it saw, if any;
+    /// with `None` it starts from now.
+    pub fn subscribe(self: &Arc<Self>, after: Option<u64>) -> (Start, Watcher) {
+        let mut state = self.lock();
+        state.watchers += 1;
+        self.active.store(true, Ordering::Relaxed);
+        self.idle_since_ms.store(0, Ordering::Relaxed);
+        let receiver = self.sender.subscribe();
+        let start = match after {
+            None => Start::Replay(Vec::new()),
+            Some(after) if after.saturating_add(1) >= state.known_from && after < state.next_id => {
+                Start::Replay(state.history.iter().filter(|event| event.id > after).cloned().collect())
+            }
+            Some(_) => Start::Reset,
+        };
+        (start, Watcher { receiver, hub: self.clone() })
+    }
+
+    fn send(&self, state: &mut HubState, event: Arc<LockEvent>) {
+        if state.history.len() == HISTORY {
+            if let Some(oldest) = state.history.pop_front() {
+                state.known_from = oldest.id + 1;
+            }
+        }
+        state.history.push_back(event.clone());
+        let _ = self.sender.send(Signal::Event(event));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One watcher's channel; leaving is counted when it is dropped.
+pub struct Watcher {
+    /// The events after its start.
+    pub receiver: broadcast::Receiver<Signal>,
+    hub: Arc<WatchHub>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let mut state = self.hub.lock();
+        state.watchers -= 1;
+        if state.watchers == 0 {
+            self.hub.idle_since_ms.store(since_start_ms(Instant::now()).max(1), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(resource: &str) -> LockEvent {
+        LockEvent {
+            id: 0,
+            kind: EventKind::Acquired,
+            resource: resource.into(),
+            hold: None,
+            value: None,
+            waiters: Some(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn staged_events_wait_for_the_disk_in_order() {
+        let hub = Arc::new(WatchHub::new(100));
+        let (_, mut watcher) = hub.subscribe(None);
+        hub.stage(11, event("a"));
+        hub.stage(10, event("b"));
+        hub.publish(event("c"));
+        hub.durable(10);
+        assert!(watcher.receiver.try_recv().is_err(), "b waits behind a");
+        hub.durable(11);
+        let ids: Vec<u64> = (0..3)
+            .map(|_| match watcher.receiver.try_recv().unwrap() {
+                Signal::Event(event) => event.id,
+                Signal::Reset => 0,
+            })
+            .collect();
+        assert_eq!(ids, [100, 101, 102]);
+    }
+
+    #[test]
+    fn a_reconnect_replays_what_is_still_known() {
+        let hub = Arc::new(WatchHub::new(1));
+        let (_, first) = hub.subscribe(None);
+        for name in ["a", "b", "c"] {
+            hub.publish(event(name));
+        }
+        drop(first);
+        match hub.subscribe(Some(1)).0 {
+            Start::Replay(events) => assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]),
+            Start::Reset => panic!("the history holds 2 and 3"),
+        }
+        assert!(matches!(hub.subscribe(Some(3)).0, Start::Replay(events) if events.is_empty()));
+        assert!(matches!(hub.subscribe(Some(99)).0, Start::Reset), "an id from the future");
+        assert!(matches!(hub.subscribe(Some(0)).0, Start::Replay(events) if events.len() == 3));
+        hub.reset();
+        assert!(matches!(hub.subscribe(Some(1)).0, Start::Reset), "forgotten");
+        assert!(matches!(hub.subscribe(Some(3)).0, Start::Replay(events) if events.is_empty()));
+    }
+}

@@ -1,0 +1,172 @@
+//! `GET /watch?resource=NAME` or `?prefix=P`: the caller's namespace's lock events as
+//! Server-Sent Events. Each event has an `id:` that only grows, an `event:` saying what changed
+//! and a `data:` line with the lock after the change. A client that reconnects with
+//! `Last-Event-ID` gets what it missed, or, when that is no longer known, a `reset` event with
+//! what is held now; so does a watcher the server had to drop events for. A comment line every
+//! [`KEEPALIVE`] keeps idle connections open. A new watch starts with an `id:`-only block, so
+//! that a client has an id to resume from before the first event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{Bytes, Data, Query};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::stream::{self, Stream};
+use lockserver_protocol::bodies::{WatchEventBody, WatchQuery, WatchResetBody};
+use lockserver_protocol::millis;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::caller::Caller;
+use super::error::{ApiError, Result};
+use super::{replies, validate, AppState};
+use crate::engine::watch::{LockEvent, Signal, Start, Watcher};
+use crate::engine::{ListRequest, LockBackend};
+use crate::security::{Namespace, Role};
+
+/// How often an idle stream gets a comment line.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// The most locks a `reset` lists.
+const RESET_LOCKS: usize = 1000;
+
+/// Which locks a watcher follows, by stored name.
+enum Filter {
+    Resource(String),
+    Prefix(String),
+}
+
+/// `GET /watch`.
+pub async fn watch(
+    state: Data<AppState>,
+    caller: Caller,
+    query: Query<WatchQuery>,
+    request: HttpRequest,
+) -> Result<HttpResponse> {
+    caller.require(Role::Read)?;
+    let filter = match query.into_inner() {
+        WatchQuery { resource: Some(resource), prefix: None } => {
+            Filter::Resource(caller.qualify_owned(validate::inspected(resource)?))
+        }
+        WatchQuery { resource: None, prefix } => {
+            let prefix = validate::prefix(prefix.unwrap_or_default())?;
+            Filter::Prefix(caller.qualify_owned(prefix))
+        }
+        _ => return Err(ApiError::bad_request("give one of `resource` and `prefix`")),
+    };
+    let after = request
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    let hub = state.backend.events().clone();
+    let (start, watcher) = hub.subscribe(after);
+    let stream = EventStream {
+        backend: state.backend.clone(),
+        namespace: caller.namespace().clone(),
+        filter,
+        last_id: hub.last_id(),
+        watcher,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream.into_stream(start)))
+}
+
+/// One watcher's stream.
+struct EventStream {
+    backend: Arc<dyn LockBackend>,
+    namespace: Namespace,
+    filter: Filter,
+    /// The id at subscription, for the first block.
+    last_id: u64,
+    watcher: Watcher,
+}
+
+impl EventStream {
+    fn into_stream(self, start: Start) -> impl Stream<Item = std::result::Result<Bytes, ApiError>> {
+        let opening = match start {
+            Start::Replay(events) => Opening::Replay(events),
+            Start::Reset => Opening::Reset,
+        };
+        stream::unfold((self, Some(opening)), |(mut this, opening)| async move {
+            let block = match opening {
+                Some(Opening::Replay(events)) => {
+                    let mut text = format!("id: {}\n\n", this.last_id);
+                    for event in events.iter().filter(|event| this.follows(event)) {
+                        text.push_str(&this.event_block(event));
+                    }
+                    text
+                }
+                Some(Opening::Reset) => this.reset_block(this.last_id).await,
+                None => this.next_block().await?,
+            };
+            Some((Ok(Bytes::from(block)), (this, None)))
+        })
+    }
+
+    /// Waits for the next block to send: an event this watcher follows, a reset, or a keepalive
+    /// comment. `None` once the hub is gone.
+    async fn next_block(&mut self) -> Option<String> {
+        loop {
+            let received = tokio::time::timeout(KEEPALIVE, self.watcher.receiver.recv()).await;
+            return Some(match received {
+                Err(_) => ": keepalive\n\n".to_string(),
+                Ok(Ok(Signal::Event(event))) if self.follows(&event) => self.event_block(&event),
+                Ok(Ok(Signal::Event(_))) => continue,
+                Ok(Ok(Signal::Reset) | Err(RecvError::Lagged(_))) => {
+                    let id = self.backend.events().last_id();
+                    self.reset_block(id).await
+                }
+                Ok(Err(RecvError::Closed)) => return None,
+            });
+        }
+    }
+
+    fn follows(&self, event: &LockEvent) -> bool {
+        match &self.filter {
+            Filter::Resource(name) => *event.resource == **name,
+            Filter::Prefix(prefix) => {
+                event.resource.starts_with(prefix.as_str()) && self.namespace.unqualify(&event.resource).is_some()
+            }
+        }
+    }
+
+    fn event_block(&self, event: &LockEvent) -> String {
+        let hold = event.hold.as_ref();
+        let body = WatchEventBody {
+            resource: self.namespace.show(&event.resource),
+            owner: hold.map(|hold| hold.owner.clone()),
+            token: hold.map(|hold| hold.token),
+            expires_in_ms: hold.and_then(|hold| hold.expires_in).map(millis),
+            value: event.value.as_deref().map(str::to_string),
+            waiters: event.waiters,
+        };
+        let data = serde_json::to_string(&body).expect("a watch event serialises");
+        format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.kind.as_str())
+    }
+
+    /// A `reset` block: what is held now among the watched locks, as of event `id`.
+    async fn reset_block(&self, id: u64) -> String {
+        let locks = match &self.filter {
+            Filter::Resource(name) => self.backend.inspect(name).await.ok().into_iter().collect(),
+            Filter::Prefix(prefix) => {
+                let (prefix, after) = match self.namespace.unqualify(prefix) {
+                    Some(plain) => self.namespace.list_range(&plain, None),
+                    None => (prefix.clone(), None),
+                };
+                let request =
+                    ListRequest { prefix, after, limit: RESET_LOCKS, values: true, max_bytes: usize::MAX };
+                self.backend.list(request).await.map(|page| page.locks).unwrap_or_default()
+            }
+        };
+        let locks = locks.into_iter().map(|lock| replies::lock(lock, &self.namespace)).collect();
+        let data = serde_json::to_string(&WatchResetBody { locks }).expect("a reset serialises");
+        format!("id: {id}\nevent: reset\ndata: {data}\n\n")
+    }
+}
+
+/// What a stream sends first.
+enum Opening {
+    Replay(Vec<Arc<LockEvent>>),
+    Reset,
+}
