@@ -14,6 +14,7 @@ use crate::listing::Listing;
 use crate::lock::LockBuilder;
 use crate::tls::TlsFiles;
 use crate::types::{LeaseInfo, LockInfo, LockPage};
+use crate::watch::{Target, Watch};
 use crate::wire::Transport;
 
 /// The server address used when neither the builder nor `LOCKSERVER_ADDR` gives one.
@@ -55,6 +56,7 @@ pub struct ClientBuilder {
     retries: Option<u32>,
     timeout: Option<Duration>,
     default_expire: Option<Option<Duration>>,
+    watch_guards: Option<bool>,
 }
 
 impl ClientBuilder {
@@ -136,6 +138,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether each lock guard watches its lock (`GET /watch`, one streaming connection per
+    /// guard) so that [`LockGuard::lost`](crate::LockGuard::lost) fires within milliseconds of
+    /// a takeover, forced release or expiry (default true). Off, loss is noticed by the
+    /// keepalive only.
+    pub fn watch_guards(mut self, watch: bool) -> Self {
+        self.watch_guards = Some(watch);
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client> {
         load_dotenv();
@@ -158,6 +169,7 @@ impl ClientBuilder {
             secret: self.secret.or_else(|| env("LOCKSERVER_SECRET")),
             retries: self.retries.unwrap_or(3),
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            watch_guards: self.watch_guards.unwrap_or(true),
         };
         Ok(Client {
             inner: Arc::new(Inner {
@@ -252,6 +264,17 @@ impl Client {
     /// Lists held locks whose names start with `prefix`, in name order, after `after`.
     pub async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<LockPage> {
         self.inner.transport.list(prefix, after, limit).await
+    }
+
+    /// Watches one lock: a [`Watch`] of its events, starting with a
+    /// [`Reset`](crate::WatchEventKind::Reset) that says who holds it now.
+    pub fn watch(&self, resource: impl Into<String>) -> Watch {
+        Watch::new(self.inner.transport.clone(), &Target::Resource(resource.into()))
+    }
+
+    /// Watches every lock whose name starts with `prefix` (`""`: all of them).
+    pub fn watch_prefix(&self, prefix: impl Into<String>) -> Watch {
+        Watch::new(self.inner.transport.clone(), &Target::Prefix(prefix.into()))
     }
 
     /// Every held lock whose names start with `prefix`, in name order, fetched `page_size` at a

@@ -118,6 +118,7 @@ mod reference;
 mod shared;
 mod tls;
 mod types;
+mod watch;
 mod wire;
 
 pub use client::{Client, ClientBuilder, DEFAULT_ADDR, DEFAULT_GUARD_EXPIRE};
@@ -131,6 +132,7 @@ pub use options::{seconds, LockOptions};
 pub use reference::{LockMode, LockserverClient};
 pub use shared::Shared;
 pub use types::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};
+pub use watch::{Watch, WatchEvent, WatchEventKind};
 
 /// A client that [`lock_scope!`] can lock with: the blocking client and the reference client.
 pub trait ScopedLock {

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::keepalive::{self, Liveness};
 use crate::options::LockOptions;
 use crate::types::Grant;
+use crate::watch::{Target, Watch, WatchEventKind};
 use crate::wire::{AcquireRequest, Transport};
 
 /// The longest single server-side wait; longer waits are made of several.
@@ -212,12 +213,18 @@ impl LockBuilder<Async> {
 ///
 /// A lock acquired with an expiry is kept alive in the background, refreshed every third of
 /// the expiry; if that fails, [`is_lost`](Self::is_lost) turns true and [`lost`](Self::lost)
-/// resolves, no later than the server's own expiry, so the critical section can stop.
+/// resolves, no later than the server's own expiry, so the critical section can stop. The
+/// guard also watches its lock (`GET /watch`, unless
+/// [`ClientBuilder::watch_guards`](crate::ClientBuilder::watch_guards) turned that off): a
+/// takeover, a forced release or an expiry is known within milliseconds, not at the next
+/// keepalive.
 /// Release and refresh always send the guard's fencing token, so a late or repeated call can
 /// never touch a newer holder's grant.
 pub struct LockGuard {
     hold: Arc<Hold>,
     keepalive: Option<JoinHandle<()>>,
+    /// Follows the lock's events and marks it lost when another hold replaces it.
+    watcher: Option<JoinHandle<()>>,
     runtime: Handle,
     released: bool,
 }
@@ -230,7 +237,8 @@ struct Hold {
     token: u64,
     expire: Option<Duration>,
     value: Mutex<Option<String>>,
-    /// `None` for holds without expiry of their own (unbounded, or under a lease).
+    /// Whether the hold is still known to be alive. Holds without expiry of their own
+    /// (unbounded, or under a lease) have no deadline; only their watcher marks them lost.
     liveness: Option<Arc<Liveness>>,
 }
 
@@ -255,9 +263,10 @@ impl LockGuard {
         sent_at: Instant,
     ) -> Result<Option<Self>> {
         let liveness = match (request.expire, grant.expires_in) {
-            (Some(_), Some(expires_in)) => Some(Liveness::new(sent_at + expires_in)),
-            _ => None,
+            (Some(_), Some(expires_in)) => Liveness::new(sent_at + expires_in),
+            _ => Liveness::new(far_future()),
         };
+        let liveness = Some(liveness);
         let hold = Arc::new(Hold {
             transport: transport.clone(),
             resource: grant.resource,
@@ -288,7 +297,11 @@ impl LockGuard {
             }
             _ => None,
         };
-        Ok(Some(LockGuard { hold, keepalive, runtime: Handle::current(), released: false }))
+        let watcher = match (&hold.liveness, transport.watch_guards) {
+            (Some(liveness), true) => Some(spawn_watcher(hold.clone(), liveness.clone())),
+            _ => None,
+        };
+        Ok(Some(LockGuard { hold, keepalive, watcher, runtime: Handle::current(), released: false }))
     }
 
     /// The lock's name.
@@ -353,7 +366,8 @@ impl LockGuard {
         self.hold.liveness.as_ref().is_some_and(|liveness| liveness.is_lost())
     }
 
-    /// Resolves when the lock is lost; never, for a lock without expiry of its own.
+    /// Resolves when the lock is lost; for a lock without expiry of its own, only when its
+    /// watch sees another hold (or none) in its place.
     pub async fn lost(&self) {
         self.when_lost().await
     }
@@ -383,10 +397,42 @@ impl LockGuard {
     }
 
     fn stop_keepalive(&mut self) {
-        if let Some(task) = self.keepalive.take() {
+        for task in [self.keepalive.take(), self.watcher.take()].into_iter().flatten() {
             task.abort();
         }
     }
+}
+
+/// An instant no hold outlives (about a century away).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// Watches the hold's lock until another hold (or none) is seen in its place; then marks the
+/// hold lost. Ends quietly if the server refuses the watch (the keepalive still guards).
+fn spawn_watcher(hold: Arc<Hold>, liveness: Arc<Liveness>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut watch = Watch::new(hold.transport.clone(), &Target::Resource(hold.resource.clone()));
+        loop {
+            match watch.next().await {
+                Ok(event) => {
+                    let ours = match event.kind {
+                        WatchEventKind::Reset => event
+                            .locks
+                            .iter()
+                            .any(|lock| lock.resource == hold.resource && lock.token == hold.token),
+                        _ => event.token == Some(hold.token),
+                    };
+                    if !ours {
+                        liveness.mark_lost();
+                        return;
+                    }
+                }
+                Err(Error::Unauthorized | Error::Forbidden(_) | Error::BadRequest(_)) => return,
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 async fn release(hold: &Hold) -> Result<()> {

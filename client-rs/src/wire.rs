@@ -25,6 +25,8 @@ pub(crate) struct Transport {
     pub(crate) retries: u32,
     /// How long a call may take on top of any server-side wait it asks for.
     pub(crate) timeout: Duration,
+    /// Whether lock guards watch their lock for a takeover.
+    pub(crate) watch_guards: bool,
 }
 
 /// The parameters of one `POST /acquire`.
@@ -257,7 +259,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// Percent-encodes one path or query component.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

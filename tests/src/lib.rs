@@ -431,3 +431,70 @@ impl Api {
 pub fn encode(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+/// One Server-Sent Event of `GET /watch`.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// Its `id:`.
+    pub id: u64,
+    /// Its `event:` (`acquired`, ..., `reset`).
+    pub event: String,
+    /// Its `data:`, parsed.
+    pub data: Value,
+}
+
+/// A `GET /watch` stream, read block by block.
+pub struct Sse {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    /// The id of the last block read (an event's, or an id-only block's).
+    pub last_id: Option<u64>,
+}
+
+impl Api {
+    /// Opens `GET /watch?{query}`, sending `Last-Event-ID` when given; panics unless 200.
+    pub async fn watch(&self, query: &str, last_id: Option<u64>) -> Sse {
+        let mut request = self.request(reqwest::Method::GET, &format!("/watch?{query}"));
+        if let Some(id) = last_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("the watch reaches the server");
+        assert_eq!(response.status(), 200, "GET /watch?{query}");
+        Sse { response, buffer: Vec::new(), last_id: None }
+    }
+}
+
+impl Sse {
+    /// The next event within `within` (comments and id-only blocks are skipped); `None` if
+    /// none came in time or the stream ended.
+    pub async fn next(&mut self, within: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block);
+                let (mut id, mut event, mut data) = (None, None, String::new());
+                for line in text.lines() {
+                    if let Some(value) = line.strip_prefix("id: ") {
+                        id = value.parse().ok();
+                    } else if let Some(value) = line.strip_prefix("event: ") {
+                        event = Some(value.to_string());
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data.push_str(value);
+                    }
+                }
+                if id.is_some() {
+                    self.last_id = id;
+                }
+                if let (Some(id), Some(event)) = (id, event) {
+                    let data = serde_json::from_str(&data).expect("watch data is JSON");
+                    return Some(SseEvent { id, event, data });
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+                _ => return None,
+            }
+        }
+    }
+}

@@ -11,3 +11,6 @@ mod suite;
 
 #[path = "suite/keys.rs"]
 mod keys;
+
+#[path = "suite/watch.rs"]
+mod watch;

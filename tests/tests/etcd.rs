@@ -100,3 +100,6 @@ async fn a_dead_gateways_holds_expire_and_its_waiters_leave() {
 
 #[path = "suite/keys.rs"]
 mod keys;
+
+#[path = "suite/watch.rs"]
+mod watch;

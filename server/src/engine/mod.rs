@@ -16,9 +16,9 @@ mod capacity;
 mod clock;
 mod embedded;
 mod error;
-pub mod watch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod watch;
 
 pub use capacity::Capacity;
 pub use embedded::{repair, EmbeddedBackend, Repaired, StoreError};

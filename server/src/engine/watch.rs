@@ -118,7 +118,7 @@ pub struct WatchHub {
 struct HubState {
     next_id: u64,
     /// Every event from this id on is in `history`: a watcher that saw the one before can
-    /// resume.
+    /// resume. `u64::MAX` while recording has not started (nothing is known).
     known_from: u64,
     /// Published events, oldest first.
     history: VecDeque<Arc<LockEvent>>,
@@ -135,7 +135,7 @@ impl WatchHub {
         WatchHub {
             state: Mutex::new(HubState {
                 next_id: first_id.max(1),
-                known_from: first_id.max(1),
+                known_from: u64::MAX,
                 history: VecDeque::new(),
                 pending: VecDeque::new(),
                 watchers: 0,
@@ -154,7 +154,9 @@ impl WatchHub {
             return false;
         }
         let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
-        if idle_since > 0 && since_start_ms(Instant::now()).saturating_sub(idle_since) > IDLE_AFTER.as_millis() as u64 {
+        if idle_since > 0
+            && since_start_ms(Instant::now()).saturating_sub(idle_since) > IDLE_AFTER.as_millis() as u64
+        {
             let mut state = self.lock();
             if state.watchers == 0 {
                 // From now on changes go unrecorded: leave a hole in the ids, so that nobody
@@ -253,7 +255,7 @@ impl WatchHub {
     /// Empties the history: nobody can resume from before now.
     fn forget(state: &mut HubState) {
         state.history.clear();
-        state.known_from = state.next_id;
+        state.known_from = u64::MAX;
     }
 
     /// The id of the last event (0 before any).
@@ -266,7 +268,11 @@ impl WatchHub {
     pub fn subscribe(self: &Arc<Self>, after: Option<u64>) -> (Start, Watcher) {
         let mut state = self.lock();
         state.watchers += 1;
-        self.active.store(true, Ordering::Relaxed);
+        if !self.active.swap(true, Ordering::Relaxed) {
+            // Recording starts now: what happened before is not known.
+            state.history.clear();
+            state.known_from = u64::MAX;
+        }
         self.idle_since_ms.store(0, Ordering::Relaxed);
         let receiver = self.sender.subscribe();
         let start = match after {
@@ -280,6 +286,9 @@ impl WatchHub {
     }
 
     fn send(&self, state: &mut HubState, event: Arc<LockEvent>) {
+        if state.known_from == u64::MAX {
+            state.known_from = event.id;
+        }
         if state.history.len() == HISTORY {
             if let Some(oldest) = state.history.pop_front() {
                 state.known_from = oldest.id + 1;
@@ -362,6 +371,6 @@ mod tests {
         assert!(matches!(hub.subscribe(Some(0)).0, Start::Replay(events) if events.len() == 3));
         hub.reset();
         assert!(matches!(hub.subscribe(Some(1)).0, Start::Reset), "forgotten");
-        assert!(matches!(hub.subscribe(Some(3)).0, Start::Replay(events) if events.is_empty()));
+        assert!(matches!(hub.subscribe(Some(3)).0, Start::Reset), "events were lost after 3");
     }
 }

@@ -3,8 +3,8 @@
 //! and a `data:` line with the lock after the change. A client that reconnects with
 //! `Last-Event-ID` gets what it missed, or, when that is no longer known, a `reset` event with
 //! what is held now; so does a watcher the server had to drop events for. A comment line every
-//! [`KEEPALIVE`] keeps idle connections open. A new watch starts with an `id:`-only block, so
-//! that a client has an id to resume from before the first event.
+//! [`KEEPALIVE`] keeps idle connections open. A new watch (without `Last-Event-ID`) starts with
+//! a `reset` too: who holds what now, and an id to resume from.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,7 @@ pub async fn watch(
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
     let hub = state.backend.events().clone();
     let (start, watcher) = hub.subscribe(after);
+    let start = if after.is_none() { Start::Reset } else { start };
     let stream = EventStream {
         backend: state.backend.clone(),
         namespace: caller.namespace().clone(),
@@ -126,7 +127,8 @@ impl EventStream {
         match &self.filter {
             Filter::Resource(name) => *event.resource == **name,
             Filter::Prefix(prefix) => {
-                event.resource.starts_with(prefix.as_str()) && self.namespace.unqualify(&event.resource).is_some()
+                event.resource.starts_with(prefix.as_str())
+                    && self.namespace.unqualify(&event.resource).is_some()
             }
         }
     }

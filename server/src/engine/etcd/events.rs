@@ -65,11 +65,22 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                         let expires_in = record
                             .deadline_ms
                             .map(|deadline| Duration::from_millis(deadline.saturating_sub(wall_now_ms())));
-                        let hold = EventHold { owner: record.owner, token: kv.create_revision() as u64, expires_in };
-                        LockEvent { id, kind, resource: name.into(), hold: Some(hold), value: None, waiters: None }
+                        let hold =
+                            EventHold { owner: record.owner, token: kv.create_revision() as u64, expires_in };
+                        LockEvent {
+                            id,
+                            kind,
+                            resource: name.into(),
+                            hold: Some(hold),
+                            value: None,
+                            waiters: None,
+                        }
                     }
                     EventType::Delete => {
-                        let kind = match event.prev_kv().map(|prev| decode::<HoldRecord>(prev.key(), prev.value())) {
+                        let kind = match event
+                            .prev_kv()
+                            .map(|prev| decode::<HoldRecord>(prev.key(), prev.value()))
+                        {
                             Some(Ok(prev)) => inner.why_ended(&prev).await,
                             _ => EventKind::Released,
                         };
