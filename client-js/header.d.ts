@@ -43,6 +43,13 @@ export interface LockserverClient {
    */
   list(prefix?: string, options?: { pageSize?: number }): AsyncIterableIterator<LockInfo>
   /**
+   * The events of `resource`, starting with a `reset` that says who holds it now; reconnects by
+   * itself and never ends on its own. Aborting `signal` ends the iteration with `signal.reason`.
+   */
+  watch(resource: string, options?: { signal?: AbortSignal }): AsyncIterableIterator<WatchEvent>
+  /** The events of every lock whose name starts with `prefix` (`''`: all of them). */
+  watchPrefix(prefix?: string, options?: { signal?: AbortSignal }): AsyncIterableIterator<WatchEvent>
+  /**
    * Acquires `resource`, runs `callback` with the lock handle, and releases the lock in
    * `finally`; resolves to the callback's value. If the lock was lost meanwhile, rejects
    * with `LOCK_LOST` (the callback's work may have overlapped another holder's).

@@ -28,7 +28,7 @@ function argumentError(error) {
   return new LockserverError({ code: 'BAD_REQUEST', message: `invalid argument: ${error.message}` })
 }
 
-for (const cls of [native.LockserverClient, native.LockHandle, native.Lease, native.Listing]) {
+for (const cls of [native.LockserverClient, native.LockHandle, native.Lease, native.Listing, native.Watch]) {
   for (const name of Object.getOwnPropertyNames(cls.prototype)) {
     const method = Object.getOwnPropertyDescriptor(cls.prototype, name).value
     if (name === 'constructor' || typeof method !== 'function') continue
@@ -86,11 +86,40 @@ class LockserverClient extends native.LockserverClient {
     return result
   }
 
+  /** The events of `resource`, starting with a `reset` (its state); `signal` ends the iteration. */
+  async *watch(resource, { signal } = {}) {
+    yield* events(this.openWatch(resource), signal)
+  }
+
+  /** The events of every lock whose name starts with `prefix`. */
+  async *watchPrefix(prefix = '', { signal } = {}) {
+    yield* events(this.openWatchPrefix(prefix), signal)
+  }
+
   async *list(prefix = '', { pageSize = 100 } = {}) {
     const listing = this.listing(prefix, pageSize)
     for (let page = await listing.nextPage(); page !== null; page = await listing.nextPage()) {
       yield* page
     }
+  }
+}
+
+/** Iterates a native watch until `signal` aborts (then rejects with `signal.reason`). */
+async function* events(watch, signal) {
+  signal?.throwIfAborted()
+  const cancellation = new Cancellation()
+  const onAbort = () => cancellation.cancel()
+  signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    for (;;) {
+      const event = await watch.next(cancellation)
+      if (event === null) throw signal?.reason ?? new Error('the watch was closed')
+      yield event
+    }
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+    cancellation.cancel()
+    watch.close()
   }
 }
 

@@ -10,6 +10,7 @@ use crate::info::LockInfo;
 use crate::lease::Lease;
 use crate::listing::Listing;
 use crate::lock::LockHandle;
+use crate::watch::Watch;
 
 /// Where the server is and who we are; each falls back to `LOCKSERVER_ADDR`,
 /// `LOCKSERVER_OWNER`, `LOCKSERVER_SECRET` (or `.env`).
@@ -210,6 +211,18 @@ impl LockserverClient {
     #[napi]
     pub fn listing(&self, prefix: String, page_size: Option<u32>) -> Listing {
         Listing::new(self.client.list_all(&prefix, page_size.unwrap_or(100) as usize))
+    }
+
+    /// The events of `resource` (index.js's `watch()` iterates them).
+    #[napi]
+    pub fn open_watch(&self, resource: String) -> Watch {
+        Watch::new(self.client.watch(resource))
+    }
+
+    /// The events of every lock whose name starts with `prefix` (index.js's `watchPrefix()`).
+    #[napi]
+    pub fn open_watch_prefix(&self, prefix: String) -> Watch {
+        Watch::new(self.client.watch_prefix(prefix))
     }
 }
 

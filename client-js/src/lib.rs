@@ -20,3 +20,4 @@ mod info;
 mod lease;
 mod listing;
 mod lock;
+mod watch;

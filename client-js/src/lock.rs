@@ -55,7 +55,7 @@ impl LockHandle {
         self.guard.peek(|_| ()).is_some()
     }
 
-    /// True once the background keepalive lost the lock.
+    /// True once the lock is known lost (keepalive failed, or its watch saw it taken or ended).
     #[napi(getter)]
     pub fn lost(&self) -> bool {
         self.guard.peek(LockGuard::is_lost).unwrap_or(false)
@@ -82,7 +82,8 @@ impl LockHandle {
         promise(env, async move { guard.end(LockGuard::release).await }, |()| ())
     }
 
-    /// Resolves when the lock is lost (never, for a lock without expiry).
+    /// Resolves when the lock is lost: its keepalive failed, or its watch saw another hold (or
+    /// none) in its place, within milliseconds of a takeover, forced release or expiry.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn when_lost<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let guard = self.guard.clone();

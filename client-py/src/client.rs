@@ -10,6 +10,7 @@ use crate::info::lock_dict;
 use crate::lease::Lease;
 use crate::list::Locks;
 use crate::lock::Lock;
+use crate::watch::Watch;
 use crate::{awaitable, errors, wait};
 
 /// A lockserver client. Arguments not given come from `LOCKSERVER_ADDR`,
@@ -246,5 +247,16 @@ impl LockserverClient {
     #[pyo3(signature = (prefix="", page_size=100))]
     fn list(&self, prefix: &str, page_size: usize) -> Locks {
         Locks::new(self.client.clone(), prefix.to_string(), page_size)
+    }
+
+    /// Watches `resource`: an iterator (sync or async) of its events, starting with its state.
+    fn watch(&self, resource: String) -> Watch {
+        Watch::new(self.client.watch(resource))
+    }
+
+    /// Watches every lock whose name starts with `prefix`.
+    #[pyo3(signature = (prefix=""))]
+    fn watch_prefix(&self, prefix: &str) -> Watch {
+        Watch::new(self.client.watch_prefix(prefix))
     }
 }

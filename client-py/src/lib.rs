@@ -12,6 +12,7 @@ mod info;
 mod lease;
 mod list;
 mod lock;
+mod watch;
 
 use asyncio::awaitable;
 use lockserver_client::Error;
@@ -65,6 +66,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<lock::Lock>()?;
     module.add_class::<lease::Lease>()?;
     module.add_class::<list::Locks>()?;
+    module.add_class::<watch::Watch>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(module)?;
     Ok(())

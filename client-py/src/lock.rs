@@ -147,7 +147,7 @@ impl Lock {
         self.peek(LockGuard::value)
     }
 
-    /// True once the background keepalive lost the lock.
+    /// True once the lock is known lost (keepalive failed, or its watch saw it taken or ended).
     #[getter]
     fn lost(&self) -> bool {
         self.held.peek(LockGuard::is_lost).unwrap_or(false)

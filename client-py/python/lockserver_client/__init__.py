@@ -30,6 +30,7 @@ from ._native import (
     RateLimited,
     Unauthorized,
     Unavailable,
+    Watch,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "RateLimited",
     "Unauthorized",
     "Unavailable",
+    "Watch",
 ]
