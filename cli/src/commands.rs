@@ -7,7 +7,7 @@ use lockserver_client::{Client, LockInfo};
 use lockserver_protocol::durations::parse_duration;
 use serde_json::json;
 
-use crate::output::{lease_json, lock_json, print_locks, seconds};
+use crate::output::{lease_json, lock_json, print_event, print_locks, seconds};
 use crate::Command;
 
 /// `lockctl lease ...`.
@@ -70,6 +70,16 @@ pub async fn one_shot(client: &Client, command: Command, json: bool) -> Result<(
                 println!("{}", json!({"resource": name, "released": true}));
             } else {
                 println!("released {name}");
+            }
+        }
+        Command::Watch { name, prefix, count } => {
+            let mut watch = match (name, prefix) {
+                (Some(name), _) => client.watch(name),
+                (None, prefix) => client.watch_prefix(prefix.unwrap_or_default()),
+            };
+            for _ in 0..count.unwrap_or(usize::MAX) {
+                let event = watch.next().await.map_err(|error| format!("cannot watch: {error}"))?;
+                print_event(&event, json);
             }
         }
         Command::Inspect { name } => {

@@ -90,6 +90,19 @@ enum Command {
     Lease(commands::LeaseCommand),
     /// The server's health, version and backend.
     Health,
+    /// Print the events of NAME (or of every lock under --prefix) as they happen: first who
+    /// holds what now (`reset`), then each change. Runs until interrupted (or --count events).
+    Watch {
+        /// The lock's name.
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        name: Option<String>,
+        /// Watch every lock whose name starts with this (`""`: all of them).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Stop after this many events (the first `reset` included).
+        #[arg(long)]
+        count: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {

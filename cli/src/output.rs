@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lockserver_client::{LeaseInfo, LockInfo};
+use lockserver_client::{LeaseInfo, LockInfo, WatchEvent, WatchEventKind};
 use serde_json::{json, Value};
 
 /// A duration as seconds, to the millisecond.
@@ -47,5 +47,36 @@ pub fn print_locks(locks: &[LockInfo]) {
         let cells: Vec<String> =
             row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+/// One watch event: a JSON object a line, or a line for people (a `reset` is followed by the
+/// table of what is held).
+pub fn print_event(event: &WatchEvent, json: bool) {
+    if json {
+        let mut line = json!({
+            "id": event.id,
+            "event": event.kind.as_str(),
+            "resource": event.resource,
+            "owner": event.owner,
+            "token": event.token,
+            "expires_in": event.expires_in.map(seconds),
+            "value": event.value,
+            "waiters": event.waiters,
+        });
+        if event.kind == WatchEventKind::Reset {
+            line["locks"] = event.locks.iter().map(lock_json).collect();
+        }
+        println!("{line}");
+    } else if event.kind == WatchEventKind::Reset {
+        println!("{} reset: {} held", event.id, event.locks.len());
+        if !event.locks.is_empty() {
+            print_locks(&event.locks);
+        }
+    } else {
+        let owner = event.owner.as_deref().unwrap_or("-");
+        let token = event.token.map_or("-".to_string(), |token| token.to_string());
+        let resource = event.resource.as_deref().unwrap_or("");
+        println!("{} {} {resource} owner={owner} token={token}", event.id, event.kind.as_str());
     }
 }

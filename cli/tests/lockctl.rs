@@ -204,3 +204,25 @@ fn the_one_shot_commands() {
     assert_eq!(health["status"], "ok");
     assert_eq!(output(&server, &["run", "x"]).status.code(), Some(2), "usage errors exit 2");
 }
+
+/// `lockctl watch` prints the state, then each change, one JSON object a line.
+#[test]
+fn watch_prints_the_state_then_each_change() {
+    use std::io::{BufRead, BufReader};
+    let server = TestServer::start(&[]);
+    let mut watcher = lockctl(&server, &["--json", "watch", "watched", "--count", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running lockctl watch");
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut events = vec![lines.next().unwrap().unwrap()]; // the state: the watch is open
+    assert!(output(&server, &["acquire", "watched", "--owner", "w"]).status.success());
+    assert!(output(&server, &["release", "watched", "--owner", "w"]).status.success());
+    events.extend(lines.map_while(Result::ok));
+    assert!(watcher.wait().unwrap().success());
+    let events: Vec<serde_json::Value> =
+        events.iter().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let names: Vec<&str> = events.iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["reset", "acquired", "released"]);
+    assert_eq!(events[1]["owner"], "w");
+}

@@ -261,3 +261,31 @@ async fn wait_for(api: &Api, status: u16) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A watch sees its own namespace only, with the names its clients send.
+#[tokio::test]
+async fn a_watch_sees_its_own_namespace_only() {
+    let (server, _) = server_with_keys(KEYS);
+    let alpha = server.api().with_secret("alpha-secret");
+    let beta = server.api().with_secret("beta-secret");
+    let mut everything = alpha.watch("prefix=", None).await;
+    let first = everything.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.event, "reset");
+    assert_eq!(beta.acquire(acquire("b", "jobs/1")).await.status, 200);
+    assert_eq!(alpha.acquire(acquire("a", "jobs/1")).await.status, 200);
+    let event = everything.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (event.event.as_str(), event.data["resource"].clone(), event.data["owner"].clone()),
+        ("acquired", json!("jobs/1"), json!("a"))
+    );
+    assert!(everything.next(Duration::from_millis(300)).await.is_none(), "beta's lock is not seen");
+    let reader = server.api().with_secret("alpha-reader");
+    assert_eq!(
+        reader.watch("resource=jobs/1", None).await.next(Duration::from_secs(5)).await.unwrap().data["locks"]
+            [0]["owner"],
+        "a"
+    );
+    let refused =
+        beta.request(reqwest::Method::GET, "/watch?resource=x&namespace=alpha").send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+}
