@@ -96,7 +96,7 @@ fn main() {
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
-/// (`uncontended`, `security`, `contended`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`,
+/// (`uncontended`, `security`, `watch`, `contended`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`,
 /// `durability`, `redis`; Redis needs `uncontended` too). `LOCKSERVER_BENCH_BASELINE` names a lockserver binary
 /// that `durability` measures the durable store against.
 fn wanted(name: &str) -> bool {
@@ -121,6 +121,10 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
     if wanted("security") {
         eprintln!("security...");
         scenarios::security(binary, &mut out).await;
+    }
+    if wanted("watch") {
+        eprintln!("watch...");
+        scenarios::watching(binary, data, &mut out).await;
     }
     if wanted("contended") {
         eprintln!("contended...");

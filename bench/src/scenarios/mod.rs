@@ -11,6 +11,7 @@ mod resources;
 mod security;
 mod throughput;
 mod waiting;
+mod watching;
 
 pub use clients::language_clients;
 pub use contended::contended;
@@ -21,3 +22,4 @@ pub use resources::at_the_caps;
 pub use security::security;
 pub use throughput::{generator_ceiling, redis, uncontended};
 pub use waiting::{expiries, parked};
+pub use watching::watching;

@@ -4,13 +4,14 @@
 //! watch, with ids made of etcd revisions.
 //!
 //! The hub keeps a bounded history for watchers that reconnect with the last id they saw, and
-//! fans events out on a bounded broadcast channel: a watcher that falls behind is told to reset,
-//! the engine never waits for it. While nobody has watched for [`IDLE_AFTER`], nothing is
+//! fans events out on bounded broadcast channels, one per watched resource and one for prefix
+//! watchers: a change wakes only those who may want it, a watcher that falls behind is told to
+//! reset, and the engine never waits for anyone. While nobody has watched for [`IDLE_AFTER`], nothing is
 //! recorded at all: changes then cost one atomic load.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, Notify};
@@ -83,6 +84,10 @@ pub struct LockEvent {
     pub value: Option<Arc<str>>,
     /// Requests queued after the change (`None` on etcd).
     pub waiters: Option<usize>,
+    /// The event as the layer that sends it renders it, made once and shared by every watcher
+    /// (the name a watcher sees is the same for all who may see it: the stored name's own
+    /// namespace is stripped).
+    pub rendered: OnceLock<Arc<[u8]>>,
 }
 
 /// What a watcher receives.
@@ -105,6 +110,7 @@ pub enum Start {
 /// The events of one server.
 pub struct WatchHub {
     state: Mutex<HubState>,
+    /// To the prefix watchers (each filters by its prefix).
     sender: broadcast::Sender<Signal>,
     /// Whether events are recorded: someone watches, or watched less than [`IDLE_AFTER`] ago.
     active: AtomicBool,
@@ -125,6 +131,17 @@ struct HubState {
     /// Events waiting for their change to reach the disk, in id order, with its position.
     pending: VecDeque<(u64, Arc<LockEvent>)>,
     watchers: usize,
+    /// To the watchers of one resource, by its stored name.
+    by_resource: HashMap<Arc<str>, broadcast::Sender<Signal>>,
+}
+
+/// What a watcher follows.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// One lock, by stored name.
+    Resource(Arc<str>),
+    /// Locks by prefix (the watcher filters).
+    Prefix,
 }
 
 impl WatchHub {
@@ -139,6 +156,7 @@ impl WatchHub {
                 history: VecDeque::new(),
                 pending: VecDeque::new(),
                 watchers: 0,
+                by_resource: HashMap::new(),
             }),
             sender,
             active: AtomicBool::new(false),
@@ -242,14 +260,21 @@ impl WatchHub {
         let mut state = self.lock();
         state.pending.clear();
         Self::forget(&mut state);
-        let _ = self.sender.send(Signal::Reset);
+        self.send_reset(&state);
     }
 
     /// Tells every watcher to read the state again (events were missed).
     pub fn reset(&self) {
         let mut state = self.lock();
         Self::forget(&mut state);
+        self.send_reset(&state);
+    }
+
+    fn send_reset(&self, state: &HubState) {
         let _ = self.sender.send(Signal::Reset);
+        for sender in state.by_resource.values() {
+            let _ = sender.send(Signal::Reset);
+        }
     }
 
     /// Empties the history: nobody can resume from before now.
@@ -265,7 +290,7 @@ impl WatchHub {
 
     /// A new watcher: where it starts, and its channel. `after` is the last id it saw, if any;
     /// with `None` it starts from now.
-    pub fn subscribe(self: &Arc<Self>, after: Option<u64>) -> (Start, Watcher) {
+    pub fn subscribe(self: &Arc<Self>, after: Option<u64>, scope: Scope) -> (Start, Watcher) {
         let mut state = self.lock();
         state.watchers += 1;
         if !self.active.swap(true, Ordering::Relaxed) {
@@ -274,7 +299,17 @@ impl WatchHub {
             state.known_from = u64::MAX;
         }
         self.idle_since_ms.store(0, Ordering::Relaxed);
-        let receiver = self.sender.subscribe();
+        let receiver = match &scope {
+            Scope::Prefix => self.sender.subscribe(),
+            Scope::Resource(name) => match state.by_resource.get(name) {
+                Some(sender) => sender.subscribe(),
+                None => {
+                    let (sender, receiver) = broadcast::channel(BACKLOG);
+                    state.by_resource.insert(name.clone(), sender);
+                    receiver
+                }
+            },
+        };
         let start = match after {
             None => Start::Replay(Vec::new()),
             Some(after) if after.saturating_add(1) >= state.known_from && after < state.next_id => {
@@ -282,7 +317,7 @@ impl WatchHub {
             }
             Some(_) => Start::Reset,
         };
-        (start, Watcher { receiver, hub: self.clone() })
+        (start, Watcher { receiver, hub: self.clone(), scope })
     }
 
     fn send(&self, state: &mut HubState, event: Arc<LockEvent>) {
@@ -295,6 +330,9 @@ impl WatchHub {
             }
         }
         state.history.push_back(event.clone());
+        if let Some(sender) = state.by_resource.get(&event.resource) {
+            let _ = sender.send(Signal::Event(event.clone()));
+        }
         let _ = self.sender.send(Signal::Event(event));
     }
 
@@ -308,12 +346,19 @@ pub struct Watcher {
     /// The events after its start.
     pub receiver: broadcast::Receiver<Signal>,
     hub: Arc<WatchHub>,
+    scope: Scope,
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
         let mut state = self.hub.lock();
         state.watchers -= 1;
+        if let Scope::Resource(name) = &self.scope {
+            // This watcher's receiver is the last one: nobody else watches the resource.
+            if state.by_resource.get(name).is_some_and(|sender| sender.receiver_count() <= 1) {
+                state.by_resource.remove(name);
+            }
+        }
         if state.watchers == 0 {
             self.hub.idle_since_ms.store(since_start_ms(Instant::now()).max(1), Ordering::Relaxed);
         }
@@ -332,13 +377,14 @@ mod tests {
             hold: None,
             value: None,
             waiters: Some(0),
+            rendered: OnceLock::new(),
         }
     }
 
     #[tokio::test]
     async fn staged_events_wait_for_the_disk_in_order() {
         let hub = Arc::new(WatchHub::new(100));
-        let (_, mut watcher) = hub.subscribe(None);
+        let (_, mut watcher) = hub.subscribe(None, Scope::Prefix);
         hub.stage(11, event("a"));
         hub.stage(10, event("b"));
         hub.publish(event("c"));
@@ -355,22 +401,42 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_watcher_gets_only_its_resource() {
+        let hub = Arc::new(WatchHub::new(1));
+        let (_, mut mine) = hub.subscribe(None, Scope::Resource("a".into()));
+        let (_, mut all) = hub.subscribe(None, Scope::Prefix);
+        hub.publish(event("b"));
+        hub.publish(event("a"));
+        assert!(matches!(mine.receiver.try_recv(), Ok(Signal::Event(e)) if &*e.resource == "a"));
+        assert!(mine.receiver.try_recv().is_err());
+        assert!(matches!(all.receiver.try_recv(), Ok(Signal::Event(e)) if &*e.resource == "b"));
+        hub.reset();
+        assert!(matches!(mine.receiver.try_recv(), Ok(Signal::Reset)));
+        drop(mine);
+        assert!(hub.lock().by_resource.is_empty(), "the last watcher of a resource takes its channel");
+    }
+
+    #[test]
     fn a_reconnect_replays_what_is_still_known() {
         let hub = Arc::new(WatchHub::new(1));
-        let (_, first) = hub.subscribe(None);
+        let (_, first) = hub.subscribe(None, Scope::Prefix);
         for name in ["a", "b", "c"] {
             hub.publish(event(name));
         }
         drop(first);
-        match hub.subscribe(Some(1)).0 {
+        match hub.subscribe(Some(1), Scope::Prefix).0 {
             Start::Replay(events) => assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]),
             Start::Reset => panic!("the history holds 2 and 3"),
         }
-        assert!(matches!(hub.subscribe(Some(3)).0, Start::Replay(events) if events.is_empty()));
-        assert!(matches!(hub.subscribe(Some(99)).0, Start::Reset), "an id from the future");
-        assert!(matches!(hub.subscribe(Some(0)).0, Start::Replay(events) if events.len() == 3));
+        assert!(
+            matches!(hub.subscribe(Some(3), Scope::Prefix).0, Start::Replay(events) if events.is_empty())
+        );
+        assert!(matches!(hub.subscribe(Some(99), Scope::Prefix).0, Start::Reset), "an id from the future");
+        assert!(
+            matches!(hub.subscribe(Some(0), Scope::Prefix).0, Start::Replay(events) if events.len() == 3)
+        );
         hub.reset();
-        assert!(matches!(hub.subscribe(Some(1)).0, Start::Reset), "forgotten");
-        assert!(matches!(hub.subscribe(Some(3)).0, Start::Reset), "events were lost after 3");
+        assert!(matches!(hub.subscribe(Some(1), Scope::Prefix).0, Start::Reset), "forgotten");
+        assert!(matches!(hub.subscribe(Some(3), Scope::Prefix).0, Start::Reset), "events were lost after 3");
     }
 }

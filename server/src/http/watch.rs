@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::caller::Caller;
 use super::error::{ApiError, Result};
 use super::{replies, validate, AppState};
-use crate::engine::watch::{LockEvent, Signal, Start, Watcher};
+use crate::engine::watch::{LockEvent, Scope, Signal, Start, Watcher};
 use crate::engine::{ListRequest, LockBackend};
 use crate::security::{Namespace, Role};
 
@@ -57,7 +57,11 @@ pub async fn watch(
         .get("Last-Event-ID")
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
     let hub = state.backend.events().clone();
-    let (start, watcher) = hub.subscribe(after);
+    let scope = match &filter {
+        Filter::Resource(name) => Scope::Resource(name.as_str().into()),
+        Filter::Prefix(_) => Scope::Prefix,
+    };
+    let (start, watcher) = hub.subscribe(after, scope);
     let start = if after.is_none() { Start::Reset } else { start };
     let stream = EventStream {
         backend: state.backend.clone(),

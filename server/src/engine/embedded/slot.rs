@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -155,6 +155,7 @@ impl<'a> SlotCx<'a> {
                 hold,
                 value: self.slot.value.as_deref().map(Arc::from),
                 waiters: Some(self.slot.waiters.as_ref().map_or(0, |queue| queue.len())),
+                rendered: OnceLock::new(),
             };
             self.shared.events.stage(position, event);
         }

@@ -4,7 +4,7 @@
 //! gateway. A broken watch is opened again from the next revision; if etcd compacted that
 //! away, watchers are told to reset.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
@@ -74,6 +74,7 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                             hold: Some(hold),
                             value: None,
                             waiters: None,
+                            rendered: OnceLock::new(),
                         }
                     }
                     EventType::Delete => {
@@ -84,7 +85,16 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                             Some(Ok(prev)) => inner.why_ended(&prev).await,
                             _ => EventKind::Released,
                         };
-                        LockEvent { id, kind, resource: name.into(), hold: None, value: None, waiters: None }
+                        let resource = name.into();
+                        LockEvent {
+                            id,
+                            kind,
+                            resource,
+                            hold: None,
+                            value: None,
+                            waiters: None,
+                            rendered: OnceLock::new(),
+                        }
                     }
                 };
                 events.publish(lock_event);
