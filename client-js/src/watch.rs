@@ -26,9 +26,9 @@ pub struct WatchEvent {
     pub token: Option<i64>,
     /// Seconds left on the hold after the change.
     pub expires_in: Option<f64>,
-    /// The value after the change (null on the etcd backend).
+    /// The value after the change (on the etcd backend: as read a moment after it).
     pub value: Option<String>,
-    /// Requests queued after the change (null on the etcd backend).
+    /// Requests queued after the change (on the etcd backend: as read a moment after it).
     pub waiters: Option<u32>,
     /// `reset`: the watched locks held now.
     pub locks: Vec<LockInfo>,

@@ -81,9 +81,9 @@ pub struct WatchEvent {
     pub token: Option<u64>,
     /// Time left on the hold after the change.
     pub expires_in: Option<Duration>,
-    /// The value after the change (`None` on the etcd backend).
+    /// The value after the change (on the etcd backend: as read a moment after it).
     pub value: Option<String>,
-    /// Requests queued after the change (`None` on the etcd backend).
+    /// Requests queued after the change (on the etcd backend: as read a moment after it).
     pub waiters: Option<usize>,
     /// A reset's watched locks that are held now (empty for other events).
     pub locks: Vec<LockInfo>,

@@ -235,9 +235,10 @@ pub struct WatchEventBody {
     pub token: Option<u64>,
     /// Time left on the hold; `null` when free or without an expiry of its own.
     pub expires_in_ms: Option<u64>,
-    /// The value stored with the lock (`null` on the etcd backend, which does not read it).
+    /// The value stored with the lock (on the etcd backend: as read a moment after the change).
     pub value: Option<String>,
-    /// How many requests are queued for it (`null` on the etcd backend).
+    /// How many requests are queued for it (on the etcd backend: as read a moment after the
+    /// change; `null` if that read failed).
     pub waiters: Option<usize>,
 }
 

@@ -103,3 +103,28 @@ mod keys;
 
 #[path = "suite/watch.rs"]
 mod watch;
+
+/// A watcher that resumes on another gateway, which never recorded what it missed, gets the
+/// missed events from etcd's history by revision, not a reset.
+#[tokio::test]
+async fn a_watch_resumes_on_another_gateway_by_revision() {
+    let (first, second) = two_gateways();
+    let (a, b) = (first.api(), second.api());
+    let mut watch = a.watch("resource=moved", None).await;
+    assert_eq!(watch.next(Duration::from_secs(5)).await.unwrap().event, "reset");
+    a.acquire(json!({"resource": "moved", "owner": "one"})).await;
+    let seen = watch.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(seen.event, "acquired");
+    drop(watch);
+    a.release(json!({"resource": "moved", "owner": "one"})).await;
+    b.acquire(json!({"resource": "moved", "owner": "two", "expire": 30})).await;
+
+    let mut resumed = b.watch("resource=moved", Some(seen.id)).await;
+    let released = resumed.next(Duration::from_secs(5)).await.unwrap();
+    let acquired = resumed.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((released.event.as_str(), acquired.event.as_str()), ("released", "acquired"));
+    assert!(released.id > seen.id && acquired.id > released.id);
+    assert_eq!(acquired.data["owner"], "two");
+    assert_eq!(acquired.data["waiters"], 0, "events on etcd carry the waiter count");
+    assert!(resumed.next(Duration::from_millis(300)).await.is_none(), "nothing twice");
+}

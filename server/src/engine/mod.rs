@@ -252,6 +252,13 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn list_leases(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<LeaseInfo>>;
     /// Where this backend publishes its lock events (`GET /watch`).
     fn events(&self) -> &Arc<watch::WatchHub>;
+    /// The events after id `after` from the backend's own history, for a watcher that resumes
+    /// from before what [`LockBackend::events`] recorded; `None` when they cannot be known (the
+    /// embedded backend keeps no more than its hub's history).
+    async fn events_after(&self, after: u64) -> Option<Vec<watch::LockEvent>> {
+        let _ = after;
+        None
+    }
     /// Locks held, waiters queued and leases alive now, for `/metrics`.
     async fn gauges(&self) -> crate::metrics::Gauges;
     /// Whether the backend can serve requests now.

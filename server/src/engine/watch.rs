@@ -80,9 +80,10 @@ pub struct LockEvent {
     pub resource: Arc<str>,
     /// The hold after the change; `None` when free.
     pub hold: Option<EventHold>,
-    /// The value after the change (`None` on etcd, which does not read it).
+    /// The value after the change (on etcd: as read a moment after it).
     pub value: Option<Arc<str>>,
-    /// Requests queued after the change (`None` on etcd).
+    /// Requests queued after the change (on etcd: as read a moment after it; `None` if that
+    /// read failed).
     pub waiters: Option<usize>,
     /// The event as the layer that sends it renders it, made once and shared by every watcher
     /// (the name a watcher sees is the same for all who may see it: the stored name's own

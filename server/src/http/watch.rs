@@ -14,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::stream::{self, Stream};
 use lockserver_protocol::bodies::{WatchEventBody, WatchQuery, WatchResetBody};
 use lockserver_protocol::millis;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::caller::Caller;
 use super::error::{ApiError, Result};
@@ -25,6 +25,8 @@ use crate::security::{Namespace, Role};
 
 /// How often an idle stream gets a comment line.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Events gathered into one write, at most (about).
+const BATCH_BYTES: usize = 64 * 1024;
 /// The most locks a `reset` lists.
 const RESET_LOCKS: usize = 1000;
 
@@ -62,12 +64,21 @@ pub async fn watch(
         Filter::Prefix(_) => Scope::Prefix,
     };
     let (start, watcher) = hub.subscribe(after, scope);
-    let start = if after.is_none() { Start::Reset } else { start };
+    let start = match (after, start) {
+        (None, _) => Start::Reset,
+        // Older than this server's history: the backend may still know (etcd, by revision).
+        (Some(after), Start::Reset) => match state.backend.events_after(after).await {
+            Some(events) => Start::Replay(events.into_iter().map(Arc::new).collect()),
+            None => Start::Reset,
+        },
+        (_, start) => start,
+    };
     let stream = EventStream {
         backend: state.backend.clone(),
         namespace: caller.namespace().clone(),
         filter,
         last_id: hub.last_id(),
+        sent_through: 0,
         watcher,
     };
     Ok(HttpResponse::Ok()
@@ -84,6 +95,8 @@ struct EventStream {
     filter: Filter,
     /// The id at subscription, for the first block.
     last_id: u64,
+    /// The newest event sent: an event the live channel brings again after a replay is skipped.
+    sent_through: u64,
     watcher: Watcher,
 }
 
@@ -96,34 +109,56 @@ impl EventStream {
         stream::unfold((self, Some(opening)), |(mut this, opening)| async move {
             let block = match opening {
                 Some(Opening::Replay(events)) => {
-                    let mut text = format!("id: {}\n\n", this.last_id);
-                    for event in events.iter().filter(|event| this.follows(event)) {
-                        text.push_str(&this.event_block(event));
+                    let mut block = format!("id: {}\n\n", this.last_id).into_bytes();
+                    for event in &events {
+                        if this.follows(event) {
+                            block.extend_from_slice(event_block(&this.namespace, event));
+                        }
+                        this.sent_through = this.sent_through.max(event.id);
                     }
-                    text
+                    block
                 }
-                Some(Opening::Reset) => this.reset_block(this.last_id).await,
+                Some(Opening::Reset) => this.reset_block(this.last_id).await.into_bytes(),
                 None => this.next_block().await?,
             };
             Some((Ok(Bytes::from(block)), (this, None)))
         })
     }
 
-    /// Waits for the next block to send: an event this watcher follows, a reset, or a keepalive
-    /// comment. `None` once the hub is gone.
-    async fn next_block(&mut self) -> Option<String> {
+    /// Waits for what to send next: the events this watcher follows that have arrived (several
+    /// at once under load: one write for all), a reset, or a keepalive comment. `None` once the
+    /// hub is gone.
+    async fn next_block(&mut self) -> Option<Vec<u8>> {
+        let mut block = Vec::new();
         loop {
-            let received = tokio::time::timeout(KEEPALIVE, self.watcher.receiver.recv()).await;
-            return Some(match received {
-                Err(_) => ": keepalive\n\n".to_string(),
-                Ok(Ok(Signal::Event(event))) if self.follows(&event) => self.event_block(&event),
-                Ok(Ok(Signal::Event(_))) => continue,
-                Ok(Ok(Signal::Reset) | Err(RecvError::Lagged(_))) => {
-                    let id = self.backend.events().last_id();
-                    self.reset_block(id).await
+            let received = if block.is_empty() {
+                match tokio::time::timeout(KEEPALIVE, self.watcher.receiver.recv()).await {
+                    Err(_) => return Some(b": keepalive\n\n".to_vec()),
+                    Ok(received) => received,
                 }
-                Ok(Err(RecvError::Closed)) => return None,
-            });
+            } else {
+                match self.watcher.receiver.try_recv() {
+                    Ok(signal) => Ok(signal),
+                    Err(TryRecvError::Lagged(skipped)) => Err(RecvError::Lagged(skipped)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    Err(TryRecvError::Empty) => return Some(block),
+                }
+            };
+            match received {
+                Ok(Signal::Event(event)) if self.follows(&event) && event.id > self.sent_through => {
+                    block.extend_from_slice(event_block(&self.namespace, &event));
+                    if block.len() >= BATCH_BYTES {
+                        return Some(block);
+                    }
+                }
+                Ok(Signal::Event(_)) => {}
+                Ok(Signal::Reset) | Err(RecvError::Lagged(_)) => {
+                    // What was gathered is superseded by the state.
+                    let id = self.backend.events().last_id();
+                    return Some(self.reset_block(id).await.into_bytes());
+                }
+                Err(RecvError::Closed) => return (!block.is_empty()).then_some(block),
+            }
         }
     }
 
@@ -135,20 +170,6 @@ impl EventStream {
                     && self.namespace.unqualify(&event.resource).is_some()
             }
         }
-    }
-
-    fn event_block(&self, event: &LockEvent) -> String {
-        let hold = event.hold.as_ref();
-        let body = WatchEventBody {
-            resource: self.namespace.show(&event.resource),
-            owner: hold.map(|hold| hold.owner.clone()),
-            token: hold.map(|hold| hold.token),
-            expires_in_ms: hold.and_then(|hold| hold.expires_in).map(millis),
-            value: event.value.as_deref().map(str::to_string),
-            waiters: event.waiters,
-        };
-        let data = serde_json::to_string(&body).expect("a watch event serialises");
-        format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.kind.as_str())
     }
 
     /// A `reset` block: what is held now among the watched locks, as of event `id`.
@@ -169,6 +190,24 @@ impl EventStream {
         let data = serde_json::to_string(&WatchResetBody { locks }).expect("a reset serialises");
         format!("id: {id}\nevent: reset\ndata: {data}\n\n")
     }
+}
+
+/// An event's block, rendered once for every watcher that follows it (they all see the name
+/// without its own namespace's prefix).
+fn event_block<'e>(namespace: &Namespace, event: &'e LockEvent) -> &'e [u8] {
+    event.rendered.get_or_init(|| {
+        let hold = event.hold.as_ref();
+        let body = WatchEventBody {
+            resource: namespace.show(&event.resource),
+            owner: hold.map(|hold| hold.owner.clone()),
+            token: hold.map(|hold| hold.token),
+            expires_in_ms: hold.and_then(|hold| hold.expires_in).map(millis),
+            value: event.value.as_deref().map(str::to_string),
+            waiters: event.waiters,
+        };
+        let data = serde_json::to_string(&body).expect("a watch event serialises");
+        format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.kind.as_str()).into_bytes().into()
+    })
 }
 
 /// What a stream sends first.

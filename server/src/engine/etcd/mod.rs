@@ -53,7 +53,7 @@ use self::keys::Keys;
 use self::queue::Queued;
 use self::session::{Backstops, Session};
 use super::capacity::{Capacity, Counter};
-use super::watch::WatchHub;
+use super::watch::{LockEvent, WatchHub};
 use super::{
     AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend, LockInfo,
     LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
@@ -322,6 +322,10 @@ impl LockBackend for EtcdBackend {
 
     fn events(&self) -> &Arc<WatchHub> {
         &self.inner.events
+    }
+
+    async fn events_after(&self, after: u64) -> Option<Vec<LockEvent>> {
+        self.inner.events_after(after).await
     }
 
     async fn gauges(&self) -> Gauges {
