@@ -40,7 +40,7 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                 from = 0;
                 break;
             }
-            let Some(last) = response.events().iter().filter_map(|event| event.kv()).last() else { continue };
+            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else { continue };
             from = last.mod_revision() + 1;
             if !events.active() {
                 continue;
