@@ -300,17 +300,13 @@ impl WatchHub {
             state.known_from = u64::MAX;
         }
         self.idle_since_ms.store(0, Ordering::Relaxed);
-        let receiver = match &scope {
-            Scope::Prefix => self.sender.subscribe(),
-            Scope::Resource(name) => match state.by_resource.get(name) {
-                Some(sender) => sender.subscribe(),
-                None => {
-                    let (sender, receiver) = broadcast::channel(BACKLOG);
-                    state.by_resource.insert(name.clone(), sender);
-                    receiver
-                }
-            },
+        let sender = match &scope {
+            Scope::Prefix => self.sender.clone(),
+            Scope::Resource(name) => {
+                state.by_resource.entry(name.clone()).or_insert_with(|| broadcast::channel(BACKLOG).0).clone()
+            }
         };
+        let receiver = sender.subscribe();
         let start = match after {
             None => Start::Replay(Vec::new()),
             Some(after) if after.saturating_add(1) >= state.known_from && after < state.next_id => {
@@ -318,7 +314,7 @@ impl WatchHub {
             }
             Some(_) => Start::Reset,
         };
-        (start, Watcher { receiver, hub: self.clone(), scope })
+        (start, Watcher { receiver, sender, hub: self.clone(), scope })
     }
 
     fn send(&self, state: &mut HubState, event: Arc<LockEvent>) {
@@ -346,8 +342,17 @@ impl WatchHub {
 pub struct Watcher {
     /// The events after its start.
     pub receiver: broadcast::Receiver<Signal>,
+    /// The channel's sending side, to count who else listens on it.
+    sender: broadcast::Sender<Signal>,
     hub: Arc<WatchHub>,
     scope: Scope,
+}
+
+impl Watcher {
+    /// How many watchers share this one's channel (itself included).
+    pub fn audience(&self) -> usize {
+        self.sender.receiver_count()
+    }
 }
 
 impl Drop for Watcher {
@@ -357,6 +362,7 @@ impl Drop for Watcher {
         if let Scope::Resource(name) = &self.scope {
             // This watcher's receiver is the last one: nobody else watches the resource.
             if state.by_resource.get(name).is_some_and(|sender| sender.receiver_count() <= 1) {
+                // (`self.sender` is a clone of that sender: it does not count as a receiver.)
                 state.by_resource.remove(name);
             }
         }

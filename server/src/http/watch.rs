@@ -25,6 +25,13 @@ use crate::security::{Namespace, Role};
 
 /// How often an idle stream gets a comment line.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// After each write, a watcher waits this long per watcher sharing its channel before the next
+/// (events meanwhile go out together): a lock with many watchers costs about the same writes a
+/// second however many there are, and the requests that change it are not starved by the
+/// fan-out. One watcher alone never waits.
+const PACE_PER_WATCHER: Duration = Duration::from_micros(50);
+/// The longest such wait: within it, a guard still hears of its loss in time.
+const MAX_PACE: Duration = Duration::from_millis(50);
 /// Events gathered into one write, at most (about).
 const BATCH_BYTES: usize = 64 * 1024;
 /// The most locks a `reset` lists.
@@ -79,6 +86,7 @@ pub async fn watch(
         filter,
         last_id: hub.last_id(),
         sent_through: 0,
+        resume_at: None,
         watcher,
     };
     Ok(HttpResponse::Ok()
@@ -97,6 +105,8 @@ struct EventStream {
     last_id: u64,
     /// The newest event sent: an event the live channel brings again after a replay is skipped.
     sent_through: u64,
+    /// Not before this is the next block sent (see [`PACE_PER_WATCHER`]).
+    resume_at: Option<tokio::time::Instant>,
     watcher: Watcher,
 }
 
@@ -129,6 +139,19 @@ impl EventStream {
     /// at once under load: one write for all), a reset, or a keepalive comment. `None` once the
     /// hub is gone.
     async fn next_block(&mut self) -> Option<Vec<u8>> {
+        if let Some(resume_at) = self.resume_at.take() {
+            tokio::time::sleep_until(resume_at).await;
+        }
+        let block = self.gather().await?;
+        let pace = PACE_PER_WATCHER * self.watcher.audience() as u32;
+        if pace > PACE_PER_WATCHER {
+            self.resume_at = Some(tokio::time::Instant::now() + pace.min(MAX_PACE));
+        }
+        Some(block)
+    }
+
+    /// What has arrived for this watcher: see [`EventStream::next_block`].
+    async fn gather(&mut self) -> Option<Vec<u8>> {
         let mut block = Vec::new();
         loop {
             let received = if block.is_empty() {
