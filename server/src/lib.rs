@@ -157,6 +157,7 @@ pub async fn run(
         shutdown.await;
         info!("shutting down: answering queued waiters, finishing requests in flight");
         backend.shutdown().await;
+        backend.events().end_all();
         handle.stop(true).await;
     });
     server.run().await.map_err(StartError::Serve)

@@ -98,6 +98,8 @@ pub enum Signal {
     Event(Arc<LockEvent>),
     /// Events were lost (a failed write, a broken etcd watch): read the state again.
     Reset,
+    /// The server is shutting down: the watch ends.
+    End,
 }
 
 /// Where a new watcher starts.
@@ -272,9 +274,18 @@ impl WatchHub {
     }
 
     fn send_reset(&self, state: &HubState) {
-        let _ = self.sender.send(Signal::Reset);
+        self.send_all(state, Signal::Reset);
+    }
+
+    /// Ends every watch (the server is shutting down), so that none holds its connection open.
+    pub fn end_all(&self) {
+        self.send_all(&self.lock(), Signal::End);
+    }
+
+    fn send_all(&self, state: &HubState, signal: Signal) {
+        let _ = self.sender.send(signal.clone());
         for sender in state.by_resource.values() {
-            let _ = sender.send(Signal::Reset);
+            let _ = sender.send(signal.clone());
         }
     }
 

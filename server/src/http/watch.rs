@@ -87,6 +87,7 @@ pub async fn watch(
         last_id: hub.last_id(),
         sent_through: 0,
         resume_at: None,
+        ended: false,
         watcher,
     };
     Ok(HttpResponse::Ok()
@@ -107,6 +108,8 @@ struct EventStream {
     sent_through: u64,
     /// Not before this is the next block sent (see [`PACE_PER_WATCHER`]).
     resume_at: Option<tokio::time::Instant>,
+    /// The hub ended this watch (shutdown): the stream ends once what was gathered is sent.
+    ended: bool,
     watcher: Watcher,
 }
 
@@ -139,6 +142,9 @@ impl EventStream {
     /// at once under load: one write for all), a reset, or a keepalive comment. `None` once the
     /// hub is gone.
     async fn next_block(&mut self) -> Option<Vec<u8>> {
+        if self.ended {
+            return None;
+        }
         if let Some(resume_at) = self.resume_at.take() {
             tokio::time::sleep_until(resume_at).await;
         }
@@ -180,7 +186,10 @@ impl EventStream {
                     let id = self.backend.events().last_id();
                     return Some(self.reset_block(id).await.into_bytes());
                 }
-                Err(RecvError::Closed) => return (!block.is_empty()).then_some(block),
+                Ok(Signal::End) | Err(RecvError::Closed) => {
+                    self.ended = true;
+                    return (!block.is_empty()).then_some(block);
+                }
             }
         }
     }

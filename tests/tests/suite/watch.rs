@@ -123,3 +123,17 @@ async fn a_reconnect_resumes_from_the_last_event_id() {
     assert_eq!(reset.event, "reset", "an id no longer known resets");
     assert_eq!(reset.data["locks"][0]["owner"], "b");
 }
+
+/// A server with watchers stops at once on SIGTERM: their streams end rather than hold it.
+#[tokio::test]
+async fn watchers_do_not_hold_up_shutdown() {
+    let server = backend().start(&[]);
+    let api = server.api();
+    let mut watch = api.watch("prefix=", None).await;
+    next(&mut watch).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
+    assert!(watch.next(Duration::from_secs(1)).await.is_none(), "the stream ended");
+}
