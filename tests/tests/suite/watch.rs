@@ -137,3 +137,34 @@ async fn watchers_do_not_hold_up_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
     assert!(watch.next(Duration::from_secs(1)).await.is_none(), "the stream ended");
 }
+
+/// A thousand watchers on one lock each get every change (paced, in batches, none lost).
+#[tokio::test]
+async fn a_thousand_watchers_each_get_every_change() {
+    let server = backend().start(&[]);
+    let api = server.api();
+    let mut watchers = Vec::new();
+    for _ in 0..1000 {
+        let mut watch = api.watch("resource=crowded", None).await;
+        watchers.push(tokio::spawn(async move {
+            let mut names = Vec::new();
+            while names.len() < 41 {
+                match watch.next(Duration::from_secs(20)).await {
+                    Some(event) => names.push(event.event),
+                    None => break,
+                }
+            }
+            names
+        }));
+    }
+    for _ in 0..20 {
+        assert_eq!(api.acquire(json!({"resource": "crowded", "owner": "o"})).await.status, 200);
+        assert_eq!(api.release(json!({"resource": "crowded", "owner": "o"})).await.status, 200);
+    }
+    for watcher in watchers {
+        let names = watcher.await.unwrap();
+        assert_eq!(names.len(), 41, "a reset and 40 changes: {names:?}");
+        assert_eq!(names[0], "reset");
+        assert!(names[1..].chunks(2).all(|pair| pair == ["acquired", "released"]), "{names:?}");
+    }
+}
