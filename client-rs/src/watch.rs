@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockserver_protocol::bodies::{LockReply, WatchEventBody, WatchResetBody};
+pub use lockserver_protocol::events::WatchEventKind;
 use lockserver_protocol::SECRET_HEADER;
 
 use crate::error::{Error, Result};
@@ -16,55 +17,6 @@ use crate::wire::{encode, Transport};
 const SILENCE: Duration = Duration::from_secs(40);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WatchEventKind {
-    /// Granted at once: it was free.
-    Acquired,
-    /// Released by its holder (or forced by an admin).
-    Released,
-    /// Its deadline passed.
-    Expired,
-    /// Its holder extended it, acquired it again or replaced its value.
-    Refreshed,
-    /// Granted to the head waiter.
-    Handoff,
-    /// Its lease ended.
-    Revoked,
-    /// Events were missed: [`WatchEvent::locks`] is what is held now. Also the first event of
-    /// every watch.
-    Reset,
-}
-
-impl WatchEventKind {
-    /// The event's name on the wire (`acquired`, ..., `reset`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WatchEventKind::Acquired => "acquired",
-            WatchEventKind::Released => "released",
-            WatchEventKind::Expired => "expired",
-            WatchEventKind::Refreshed => "refreshed",
-            WatchEventKind::Handoff => "handoff",
-            WatchEventKind::Revoked => "revoked",
-            WatchEventKind::Reset => "reset",
-        }
-    }
-
-    fn parse(name: &str) -> Option<WatchEventKind> {
-        Some(match name {
-            "acquired" => WatchEventKind::Acquired,
-            "released" => WatchEventKind::Released,
-            "expired" => WatchEventKind::Expired,
-            "refreshed" => WatchEventKind::Refreshed,
-            "handoff" => WatchEventKind::Handoff,
-            "revoked" => WatchEventKind::Revoked,
-            "reset" => WatchEventKind::Reset,
-            _ => return None,
-        })
-    }
-}
 
 /// One event of a watch.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,6 +3,7 @@
 //!
 //! - [`bodies`]: the JSON request and reply bodies of every route.
 //! - [`codes`]: the error codes, each with its string and HTTP status, and the error body.
+//! - [`events`]: the names of watch events.
 //! - [`limits`]: the fixed bounds every request is checked against.
 //! - [`durations`]: durations as flags take them (`500ms`, `30s`, `1d`), for the server and
 //!   `lockctl`.
@@ -23,6 +24,7 @@
 pub mod bodies;
 pub mod codes;
 pub mod durations;
+pub mod events;
 pub mod limits;
 
 use std::time::Duration;

@@ -43,20 +43,6 @@ pub enum EventKind {
     Revoked,
 }
 
-impl EventKind {
-    /// The name of the SSE `event:`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Acquired => "acquired",
-            EventKind::Released => "released",
-            EventKind::Expired => "expired",
-            EventKind::Refreshed => "refreshed",
-            EventKind::Handoff => "handoff",
-            EventKind::Revoked => "revoked",
-        }
-    }
-}
-
 /// A hold as an event shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventHold {
@@ -412,7 +398,7 @@ mod tests {
         let ids: Vec<u64> = (0..3)
             .map(|_| match watcher.receiver.try_recv().unwrap() {
                 Signal::Event(event) => event.id,
-                Signal::Reset => 0,
+                Signal::Reset | Signal::End => 0,
             })
             .collect();
         assert_eq!(ids, [100, 101, 102]);

@@ -13,13 +13,14 @@ use actix_web::web::{Bytes, Data, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::stream::{self, Stream};
 use lockserver_protocol::bodies::{WatchEventBody, WatchQuery, WatchResetBody};
+use lockserver_protocol::events::WatchEventKind;
 use lockserver_protocol::millis;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::caller::Caller;
 use super::error::{ApiError, Result};
 use super::{replies, validate, AppState};
-use crate::engine::watch::{LockEvent, Scope, Signal, Start, Watcher};
+use crate::engine::watch::{EventKind, LockEvent, Scope, Signal, Start, Watcher};
 use crate::engine::{ListRequest, LockBackend};
 use crate::security::{Namespace, Role};
 
@@ -220,7 +221,7 @@ impl EventStream {
         };
         let locks = locks.into_iter().map(|lock| replies::lock(lock, &self.namespace)).collect();
         let data = serde_json::to_string(&WatchResetBody { locks }).expect("a reset serialises");
-        format!("id: {id}\nevent: reset\ndata: {data}\n\n")
+        format!("id: {id}\nevent: {}\ndata: {data}\n\n", WatchEventKind::Reset.as_str())
     }
 }
 
@@ -238,8 +239,21 @@ fn event_block<'e>(namespace: &Namespace, event: &'e LockEvent) -> &'e [u8] {
             waiters: event.waiters,
         };
         let data = serde_json::to_string(&body).expect("a watch event serialises");
-        format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.kind.as_str()).into_bytes().into()
+        let name = wire_kind(event.kind).as_str();
+        format!("id: {}\nevent: {name}\ndata: {data}\n\n", event.id).into_bytes().into()
     })
+}
+
+/// The protocol's name of an engine event.
+fn wire_kind(kind: EventKind) -> WatchEventKind {
+    match kind {
+        EventKind::Acquired => WatchEventKind::Acquired,
+        EventKind::Released => WatchEventKind::Released,
+        EventKind::Expired => WatchEventKind::Expired,
+        EventKind::Refreshed => WatchEventKind::Refreshed,
+        EventKind::Handoff => WatchEventKind::Handoff,
+        EventKind::Revoked => WatchEventKind::Revoked,
+    }
 }
 
 /// What a stream sends first.
