@@ -36,6 +36,9 @@ pub struct ClientOptions {
     pub cert_file: Option<String>,
     /// The client certificate's key (PEM; default `LOCKSERVER_KEY_FILE`).
     pub key_file: Option<String>,
+    /// Each held lock watches itself, so `whenLost()` resolves within milliseconds of a
+    /// takeover (default true; one streaming connection per held lock).
+    pub watch_locks: Option<bool>,
 }
 
 /// How to acquire: `expire` and `wait` in seconds (`wait` absent: as long as it takes).
@@ -87,20 +90,32 @@ impl LockserverClient {
     /// A client; what `options` leaves out comes from the environment.
     #[napi(constructor)]
     pub fn new(env: Env, options: Option<ClientOptions>) -> Result<Self> {
-        let ClientOptions { addr, owner, secret, timeout, default_expire, ca_file, cert_file, key_file } =
-            options.unwrap_or(ClientOptions {
-                addr: None,
-                owner: None,
-                secret: None,
-                timeout: None,
-                default_expire: None,
-                ca_file: None,
-                cert_file: None,
-                key_file: None,
-            });
+        let ClientOptions {
+            addr,
+            owner,
+            secret,
+            timeout,
+            default_expire,
+            ca_file,
+            cert_file,
+            key_file,
+            watch_locks,
+        } = options.unwrap_or(ClientOptions {
+            addr: None,
+            owner: None,
+            secret: None,
+            timeout: None,
+            default_expire: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            watch_locks: None,
+        });
         let built = (|| {
-            let mut builder =
-                Client::builder().options(addr, owner, secret).tls_files(ca_file, cert_file, key_file);
+            let mut builder = Client::builder()
+                .options(addr, owner, secret)
+                .tls_files(ca_file, cert_file, key_file)
+                .watch_guards(watch_locks.unwrap_or(true));
             if let Some(timeout) = timeout {
                 builder = builder.timeout(seconds("timeout", timeout)?);
             }

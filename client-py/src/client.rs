@@ -70,8 +70,10 @@ impl LockserverClient {
     /// `ca_file`: a PEM CA to trust for `https://` addresses, besides the system's roots
     /// (default `LOCKSERVER_CA_FILE`); `cert_file` and `key_file`: a client certificate for
     /// mutual TLS (default `LOCKSERVER_CERT_FILE`, `LOCKSERVER_KEY_FILE`).
+    /// `watch_locks`: each held lock watches itself, so `lock.lost` turns true within
+    /// milliseconds of a takeover (default True; one streaming connection per held lock).
     #[new]
-    #[pyo3(signature = (addr=None, owner=None, secret=None, *, timeout=None, default_expire=Some(30.0), ca_file=None, cert_file=None, key_file=None))]
+    #[pyo3(signature = (addr=None, owner=None, secret=None, *, timeout=None, default_expire=Some(30.0), ca_file=None, cert_file=None, key_file=None, watch_locks=true))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn new(
         addr: Option<String>,
@@ -82,9 +84,12 @@ impl LockserverClient {
         ca_file: Option<String>,
         cert_file: Option<String>,
         key_file: Option<String>,
+        watch_locks: bool,
     ) -> PyResult<Self> {
-        let mut builder =
-            Client::builder().options(addr, owner, secret).tls_files(ca_file, cert_file, key_file);
+        let mut builder = Client::builder()
+            .options(addr, owner, secret)
+            .tls_files(ca_file, cert_file, key_file)
+            .watch_guards(watch_locks);
         if let Some(timeout) = timeout {
             builder = builder.timeout(seconds("timeout", timeout).map_err(errors::to_py)?);
         }

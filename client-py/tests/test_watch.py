@@ -53,3 +53,11 @@ def test_a_lock_knows_of_a_forced_release_within_100_ms(server, client):
         time.sleep(0.002)
     assert lock.lost
     assert time.monotonic() - forced < 0.1
+
+
+def test_a_lock_of_a_client_that_does_not_watch_learns_only_from_its_keepalive(server):
+    client = LockserverClient(addr=server.addr, secret=server.secret, watch_locks=False)
+    lock = client.try_lock("unwatched", expire=30)
+    force_release(server, "unwatched")
+    time.sleep(0.3)
+    assert not lock.lost, "no watch: the loss is seen at the next keepalive (10 s away)"
