@@ -85,7 +85,8 @@ pub async fn watch(
         backend: state.backend.clone(),
         namespace: caller.namespace().clone(),
         filter,
-        last_id: hub.last_id(),
+        // Never below what the client already saw: its resume point must not go back.
+        last_id: hub.last_id().max(after.unwrap_or(0)),
         sent_through: 0,
         resume_at: None,
         ended: false,
