@@ -1,8 +1,13 @@
-//! The etcd backend against the embedded one, in one run.
+//! The etcd backend against the embedded one and against etcd's own lock service (`v3lock`,
+//! through etcd's JSON gateway, on the same cluster), in one run, with etcd's raft proposals
+//! per cycle read from its `/metrics`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::http::{request, Conn};
 use crate::measure::{contention, cycle_scripts, rounds_per_second, spread, SECRET};
 use crate::report::{ms, section, Table};
 use crate::server::{Server, Storage};
@@ -23,12 +28,23 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
     let two = [first.addr.clone(), second.addr.clone()];
     let seconds = Duration::from_secs(3);
     let mut rows = Vec::new();
+    let etcd_addr =
+        cluster.endpoints().split(',').next().expect("a member").trim_start_matches("http://").to_string();
+    let members: Vec<String> =
+        cluster.endpoints().split(',').map(|url| url.trim_start_matches("http://").to_string()).collect();
+    let mut proposals = Vec::new();
     for n in [1usize, 16] {
         let scripts = |tag: &str| cycle_scripts(n, &format!("{tag}-{n}"));
         let base = rounds_per_second(&embedded.addr, scripts("embedded"), seconds).await;
+        let before = committed(&members).await;
         let through_one = rounds_per_second(&first.addr, scripts("one"), seconds).await;
+        let ours = (committed(&members).await - before) / (through_one * seconds.as_secs_f64());
         let through_two = spread(&two, scripts("two"), seconds).await;
-        rows.push((n, base, through_one, through_two));
+        let before = committed(&members).await;
+        let v3 = v3lock_cycles(&etcd_addr, n, seconds).await;
+        let theirs = (committed(&members).await - before) / (v3 * seconds.as_secs_f64());
+        proposals.push((n, ours, theirs));
+        rows.push((n, base, through_one, through_two, v3));
     }
     let base = contention(std::slice::from_ref(&embedded.addr), "embedded", seconds).await;
     let through_one = contention(&one, "one", seconds).await;
@@ -46,8 +62,10 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         "/ embedded",
         "two gateways",
         "/ embedded",
+        "etcd v3lock",
+        "one gateway / v3lock",
     ]);
-    for (n, base, one, two) in rows {
+    for (n, base, one, two, v3) in rows {
         table.row([
             n.to_string(),
             format!("{base:.0}"),
@@ -55,7 +73,15 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
             format!("{:.2}", one / base),
             format!("{two:.0}"),
             format!("{:.2}", two / base),
+            format!("{v3:.0}"),
+            format!("{:.2}", one / v3),
         ]);
+    }
+    table.write(out);
+    out.push_str("etcd v3lock: `/v3/lock/lock` + `/v3/lock/unlock` through etcd's JSON gateway on one member, each client with a lease granted once and a lock name of its own. Raft proposals per acquire+release cycle, from the growth of `etcd_server_proposals_committed_total` (the highest member's) over each run:\n\n");
+    let mut table = Table::new(&["N clients", "one gateway", "etcd v3lock"]);
+    for (n, ours, theirs) in proposals {
+        table.row([n.to_string(), format!("{ours:.2}"), format!("{theirs:.2}")]);
     }
     table.write(out);
     out.push_str("Contended: 16 clients on one resource, each holding it 10 ms.\n\n");
@@ -72,4 +98,82 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         ]);
     }
     table.write(out);
+}
+
+/// Lock+unlock cycles per second of etcd's own lock service through its JSON gateway: `n`
+/// keep-alive connections to `addr`, each with a lease of its own and its own lock name.
+async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, done) = (addr.to_string(), done.clone());
+            tokio::spawn(async move {
+                let mut conn = Conn::connect(&addr).await.expect("connecting to etcd");
+                let (_, granted) = conn
+                    .call(&request("POST", "/v3/lease/grant", SECRET, r#"{"TTL": 60}"#))
+                    .await
+                    .expect("lease");
+                let lease = json_field(granted, "ID");
+                let name = base64(format!("v3lock-bench-{i}").as_bytes());
+                let lock = request(
+                    "POST",
+                    "/v3/lock/lock",
+                    SECRET,
+                    &format!(r#"{{"name":"{name}","lease":"{lease}"}}"#),
+                );
+                while started.elapsed() < duration {
+                    let (status, locked) = conn.call(&lock).await.expect("lock");
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(locked));
+                    let key = json_field(locked, "key");
+                    let unlock = request("POST", "/v3/lock/unlock", SECRET, &format!(r#"{{"key":"{key}"}}"#));
+                    assert_eq!(conn.call(&unlock).await.expect("unlock").0, 200);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a v3lock client");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The highest `etcd_server_proposals_committed_total` among the members (the leader's).
+async fn committed(members: &[String]) -> f64 {
+    let mut highest = 0f64;
+    for member in members {
+        // etcd answers /metrics chunked, which the lean load client does not read.
+        let Ok(answer) = reqwest::get(format!("http://{member}/metrics")).await else { continue };
+        let Ok(text) = answer.text().await else { continue };
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix("etcd_server_proposals_committed_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        highest = highest.max(value.unwrap_or(0.0));
+    }
+    highest
+}
+
+/// A string field of a JSON body.
+fn json_field(body: &[u8], field: &str) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).expect("a JSON answer");
+    value[field].as_str().unwrap_or_else(|| panic!("no {field} in {value}")).to_string()
+}
+
+/// Standard base64, as etcd's JSON gateway takes bytes.
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
