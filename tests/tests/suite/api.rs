@@ -383,6 +383,11 @@ async fn a_waiter_that_disconnects_is_skipped() {
         .send()
         .await;
     assert!(impatient.is_err(), "the impatient client timed out");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while api.inspect("d").await.body["waiters"] != 0 {
+        assert!(Instant::now() < deadline, "the disconnected waiter never left the queue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let patient = {
         let api = api.clone();
         tokio::spawn(
@@ -391,7 +396,7 @@ async fn a_waiter_that_disconnects_is_skipped() {
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while api.inspect("d").await.body["waiters"] != 1 {
-        assert!(Instant::now() < deadline, "the disconnected waiter never left the queue");
+        assert!(Instant::now() < deadline, "the patient waiter never queued");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     api.release(json!({"resource": "d", "owner": "holder"})).await;
