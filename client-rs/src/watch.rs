@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use lockserver_protocol::bodies::{LockReply, WatchEventBody, WatchResetBody};
 pub use lockserver_protocol::events::WatchEventKind;
-use lockserver_protocol::SECRET_HEADER;
 
 use crate::error::{Error, Result};
 use crate::types::LockInfo;
-use crate::wire::{encode, Transport};
+use crate::wire::{describe, encode, Transport};
 
 /// The server sends a comment at least this often; a stream silent for longer is reconnected.
 const SILENCE: Duration = Duration::from_secs(40);
@@ -122,14 +121,11 @@ impl Watch {
     }
 
     async fn connect(&self) -> Result<reqwest::Response> {
-        let mut request = self.transport.http.get(format!("{}{}", self.transport.base, self.path));
-        if let Some(secret) = &self.transport.secret {
-            request = request.header(SECRET_HEADER, secret);
-        }
+        let mut request = self.transport.request(reqwest::Method::GET, &self.path);
         if let Some(id) = self.last_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
-        let response = request.send().await.map_err(|error| Error::Unavailable(error.to_string()))?;
+        let response = request.send().await.map_err(|error| Error::Unavailable(describe(&error)))?;
         let status = response.status().as_u16();
         if status == 200 {
             return Ok(response);

@@ -216,15 +216,20 @@ impl Transport {
         }
     }
 
+    /// A request to `path` carrying the secret (no timeout: the caller sets one, if any).
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.secret {
+            Some(secret) => request.header(SECRET_HEADER, secret),
+            None => request,
+        }
+    }
+
     /// One attempt: the transport error, or the server's answer decoded.
     async fn send<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<Result<T>, reqwest::Error> {
         let mut request = self
-            .http
-            .request(call.method.clone(), format!("{}{}", self.base, call.path))
+            .request(call.method.clone(), call.path)
             .timeout(call.timeout.unwrap_or(self.timeout) + call.wait);
-        if let Some(secret) = &self.secret {
-            request = request.header(SECRET_HEADER, secret);
-        }
         if let Some(body) = &call.body {
             request = request.json(body);
         }
@@ -247,7 +252,7 @@ impl Transport {
 
 /// A transport error with its causes (a refused certificate says why, not only "error sending
 /// request").
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -191,13 +191,7 @@ impl WatchHub {
     /// Publishes `event` now. Its `id` is assigned here when 0; a given id must exceed every
     /// earlier one.
     pub fn publish(&self, event: LockEvent) {
-        let mut state = self.lock();
-        let event = Self::assign(&mut state, event);
-        if state.pending.is_empty() {
-            self.send(&mut state, event);
-        } else {
-            state.pending.push_back((0, event));
-        }
+        self.stage(0, event);
     }
 
     /// Stages `event`, made by the change at journal `position`: it is published once

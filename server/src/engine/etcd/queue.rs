@@ -13,12 +13,12 @@ use etcd_client::{
 };
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::keys::{encode, lease_number, WaiterRecord};
+use super::keys::{encode, WaiterRecord};
 use super::reads::{gets, revision, Hold};
 use super::{etcd_error, lease_not_found, Inner};
 use crate::engine::capacity::{self, Permit, WAITER_OVERHEAD};
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{AcquireRequest, EngineError, Grant, Lifetime, Result};
+use crate::engine::{AcquireRequest, EngineError, Grant, Result};
 
 /// How long a waiter retries etcd errors (a member dying, a leader election) before it gives up
 /// with `unavailable`.
@@ -114,13 +114,7 @@ impl Queued {
     pub(super) async fn wait(mut self, request: &AcquireRequest, wait_until: Instant) -> Result<Grant> {
         let mut shutting_down_rx = self.inner.shutting_down.subscribe();
         let mut failing_since: Option<Instant> = None;
-        let lease_key = match &request.lifetime {
-            Lifetime::Lease(lease) => {
-                lease_number(&lease.0)?;
-                Some(self.inner.keys.lease(&lease.0))
-            }
-            _ => None,
-        };
+        let lease_key = self.inner.lease_key(&request.lifetime)?;
         loop {
             if *shutting_down_rx.borrow_and_update() {
                 return Err(EngineError::ShuttingDown);
