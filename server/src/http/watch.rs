@@ -66,6 +66,7 @@ pub async fn watch(
         .headers()
         .get("Last-Event-ID")
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    state.backend.events_caught_up().await;
     let hub = state.backend.events().clone();
     let scope = match &filter {
         Filter::Resource(name) => Scope::Resource(name.as_str().into()),

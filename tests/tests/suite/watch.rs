@@ -100,7 +100,8 @@ async fn a_prefix_watch_sees_only_its_prefix() {
         .map(|event| event.data["resource"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["jobs/1", "jobs/2"]);
-    assert!(watch.next(Duration::from_millis(300)).await.is_none());
+    let more = watch.next(Duration::from_millis(300)).await;
+    assert!(more.is_none(), "nothing else: {more:?}");
 }
 
 #[tokio::test]

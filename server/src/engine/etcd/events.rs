@@ -1,5 +1,6 @@
-//! The gateway's one long-lived watch on the holder keys of its prefix, opened at start, turned
-//! into lock events for the watchers of this gateway (`GET /watch`). Ids are etcd revisions
+//! The gateway's one long-lived watch on the holder keys, waiter keys and lease records of its
+//! prefix, opened at start: it keeps the mirror (`mirror.rs`) current, and turns the holder
+//! keys' changes into lock events for the watchers of this gateway (`GET /watch`). Ids are etcd revisions
 //! (times 256, plus the event's place within its revision), so they mean the same on every
 //! gateway. A broken watch is opened again from the next revision; if etcd compacted that
 //! away, watchers are told to reset.
@@ -10,27 +11,53 @@ use std::time::Duration;
 use etcd_client::{Event, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use tokio::time::sleep;
 
-use super::keys::{decode, HoldRecord};
-use super::Inner;
+use super::keys::{decode, prefix_end, HoldRecord};
+use super::mirror::Waiting;
+use super::reads::Hold;
+use super::{etcd_error, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::watch::{EventHold, EventKind, LockEvent, WatchHub};
+use crate::engine::Result;
 
-/// Follows the holder keys until the backend is dropped.
+/// How many keys one read of the mirror's first load fetches.
+const MIRROR_PAGE: i64 = 1000;
+
+/// Follows the lock space until the backend is dropped: loads the mirror, then applies every
+/// change to it and turns the holder keys' changes into lock events.
 pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
     let mut from = 0i64;
     loop {
         let Some(strong) = inner.upgrade() else { return };
-        let (client, prefix) = (strong.client.clone(), strong.keys.holds_prefix());
-        drop(strong);
-        let mut options = WatchOptions::new().with_prefix().with_prev_key();
-        if from > 0 {
-            options = options.with_start_revision(from);
+        if from == 0 {
+            match strong.load_mirror().await {
+                Ok(revision) => from = revision + 1,
+                Err(_) => {
+                    drop(strong);
+                    sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
         }
-        let Ok(mut stream) = client.clone().watch(prefix, Some(options)).await else {
-            sleep(Duration::from_millis(200)).await;
+        let (client, (start, end)) = (strong.client.clone(), strong.keys.watched_range());
+        drop(strong);
+        let options = WatchOptions::new().with_range(end).with_prev_key().with_start_revision(from);
+        let Ok(mut stream) = client.clone().watch(start, Some(options)).await else {
+            sleep(Duration::from_millis(100)).await;
             continue;
         };
-        while let Ok(Some(response)) = stream.message().await {
+        let (progress_wanted, followed) = match inner.upgrade() {
+            Some(inner) => (inner.progress_wanted.clone(), inner.followed.clone()),
+            None => return,
+        };
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = progress_wanted.notified() => {
+                    let _ = stream.request_progress().await;
+                    continue;
+                }
+            };
+            let Ok(Some(response)) = message else { break };
             if response.canceled() && response.compact_revision() == 0 {
                 break;
             }
@@ -40,51 +67,141 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                 from = 0;
                 break;
             }
-            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else { continue };
+            // Every change up to the response's revision has now been delivered.
+            let through = response.header().map_or(0, |header| header.revision());
+            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else {
+                followed.send_if_modified(|followed| {
+                    std::mem::replace(followed, through.max(*followed)) < through
+                });
+                continue;
+            };
             from = last.mod_revision() + 1;
+            let Some(inner) = inner.upgrade() else { return };
+            inner.mirror.apply(&inner.keys, response.events());
             if !events.active() {
+                followed.send_if_modified(|followed| {
+                    std::mem::replace(followed, through.max(*followed)) < through
+                });
                 continue;
             }
-            let Some(inner) = inner.upgrade() else { return };
             for event in inner.lock_events(response.events()).await {
                 events.publish(event);
             }
+            followed
+                .send_if_modified(|followed| std::mem::replace(followed, through.max(*followed)) < through);
         }
-        sleep(Duration::from_millis(100)).await;
+        sleep(Duration::from_millis(20)).await;
     }
 }
 
 impl Inner {
+    /// Resolves once this gateway's watch has delivered every change committed before the
+    /// call (at most a second; etcd is asked for a progress report when nothing changes).
+    pub(super) async fn caught_up(&self) {
+        let Ok(now) = self
+            .client
+            .clone()
+            .get(self.keys.holds_prefix(), Some(GetOptions::new().with_count_only()))
+            .await
+        else {
+            return;
+        };
+        let current = now.header().map_or(0, |header| header.revision());
+        let mut followed = self.followed.subscribe();
+        let reached = async {
+            loop {
+                if *followed.borrow_and_update() >= current {
+                    return;
+                }
+                self.progress_wanted.notify_one();
+                let _ = tokio::time::timeout(Duration::from_millis(50), followed.changed()).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), reached).await;
+    }
+
+    /// Reads every hold and waiter into the mirror, at one revision, which it returns.
+    async fn load_mirror(&self) -> Result<i64> {
+        let mut client = self.client.clone();
+        let now = client.get(self.keys.holds_prefix(), Some(GetOptions::new().with_count_only())).await;
+        let revision = now.map_err(etcd_error)?.header().map_or(0, |header| header.revision());
+        let (mut holds, mut waiters) = (Vec::new(), Vec::new());
+        for prefix in [self.keys.holds_prefix(), self.keys.waiters_prefix()] {
+            let end = prefix_end(prefix.clone());
+            let mut from = prefix;
+            loop {
+                let options =
+                    GetOptions::new().with_range(end.clone()).with_revision(revision).with_limit(MIRROR_PAGE);
+                let page = client.get(from.clone(), Some(options)).await.map_err(etcd_error)?;
+                for kv in page.kvs() {
+                    if let Some(name) = self.keys.name_of_hold(kv.key()) {
+                        holds.extend(Hold::parse(kv).ok().map(|hold| (name, hold)));
+                    } else {
+                        waiters.extend(Waiting::parse(&self.keys, kv));
+                    }
+                }
+                match page.kvs().last() {
+                    Some(last) if page.more() => from = [last.key(), b"\0"].concat(),
+                    _ => break,
+                }
+            }
+        }
+        self.mirror.load(holds, waiters, revision);
+        Ok(revision)
+    }
+
     /// The lock events of a watch response's events, with each lock's value and waiter count
     /// read in one transaction (as they are when read: a moment after the change at most).
     async fn lock_events(&self, watched: &[Event]) -> Vec<LockEvent> {
         let (mut revision, mut index) = (0, 0u64);
         let mut made = Vec::new();
-        for event in watched {
-            let Some(kv) = event.kv() else { continue };
+        for watched in watched {
+            let Some(kv) = watched.kv() else { continue };
             if kv.mod_revision() != revision {
                 (revision, index) = (kv.mod_revision(), 0);
             }
-            let id = (revision as u64) << 8 | index.min(255);
-            index += 1;
-            let Some(name) = self.keys.name_of_hold(kv.key()) else { continue };
-            let (kind, hold) = match event.event_type() {
+            let mut id = || {
+                index += 1;
+                (revision as u64) << 8 | (index - 1).min(255)
+            };
+            let Some(name) = self.keys.name_of_hold(kv.key()) else {
+                id();
+                continue;
+            };
+            let resource: Arc<str> = name.into();
+            let event = |id, kind, hold| LockEvent {
+                id,
+                kind,
+                resource: resource.clone(),
+                hold,
+                value: None,
+                waiters: None,
+                rendered: OnceLock::new(),
+            };
+            let (kind, hold) = match watched.event_type() {
                 EventType::Put => {
-                    let Ok(record) = decode::<HoldRecord>(kv.key(), kv.value()) else { continue };
-                    let kind = match (kv.create_revision() == kv.mod_revision(), &record.waiter) {
-                        (true, Some(_)) => EventKind::Handoff,
-                        (true, None) => EventKind::Acquired,
-                        (false, _) => EventKind::Refreshed,
+                    let Ok(hold) = Hold::parse(kv) else { continue };
+                    // A hand-off rewrites the holder key with the next holder's token: the
+                    // previous hold ended first.
+                    let previous = watched.prev_kv().and_then(|prev| Hold::parse(prev).ok());
+                    let kind = match (&previous, &hold.record.waiter) {
+                        (None, Some(_)) => EventKind::Handoff,
+                        (None, None) => EventKind::Acquired,
+                        (Some(previous), Some(_)) if previous.token != hold.token => {
+                            made.push(event(id(), self.why_ended(&previous.record).await, None));
+                            EventKind::Handoff
+                        }
+                        (Some(_), _) => EventKind::Refreshed,
                     };
-                    let expires_in = record
+                    let expires_in = hold
+                        .record
                         .deadline_ms
                         .map(|deadline| Duration::from_millis(deadline.saturating_sub(wall_now_ms())));
-                    let hold =
-                        EventHold { owner: record.owner, token: kv.create_revision() as u64, expires_in };
+                    let hold = EventHold { owner: hold.record.owner, token: hold.token as u64, expires_in };
                     (kind, Some(hold))
                 }
                 EventType::Delete => {
-                    let prev = event.prev_kv().map(|prev| decode::<HoldRecord>(prev.key(), prev.value()));
+                    let prev = watched.prev_kv().map(|prev| decode::<HoldRecord>(prev.key(), prev.value()));
                     let kind = match prev {
                         Some(Ok(prev)) => self.why_ended(&prev).await,
                         _ => EventKind::Released,
@@ -92,16 +209,7 @@ impl Inner {
                     (kind, None)
                 }
             };
-            let resource: Arc<str> = name.into();
-            made.push(LockEvent {
-                id,
-                kind,
-                resource,
-                hold,
-                value: None,
-                waiters: None,
-                rendered: OnceLock::new(),
-            });
+            made.push(event(id(), kind, hold));
         }
         let mut reads = Vec::with_capacity(made.len() * 2);
         for event in &made {

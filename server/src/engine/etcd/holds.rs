@@ -1,15 +1,17 @@
-//! Holder transactions: granting a free lock, renewing the holder's own hold, refreshing and
-//! ending a hold. Each is one etcd transaction whose compares make it safe to run on any gateway
+//! Holder transactions: granting a free lock (or queueing in the same transaction), renewing
+//! the holder's own hold, refreshing a hold (ending one is `handoff.rs`). Each is one etcd transaction whose compares make it safe to run on any gateway
 //! at any time: a grant only if nobody holds and nobody queues, a renewal or end only if the
 //! holder key was not rewritten since it was read.
 
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
 };
 
+use super::handoff::Ending;
 use super::keys::{decode, encode, lease_number, HoldRecord, WaiterRecord};
+use super::queue::Place;
 use super::reads::{gets, revision, Hold};
 use super::timers::Due;
 use super::{etcd_error, lease_not_found, Inner};
@@ -31,6 +33,8 @@ pub(super) struct Binding {
 pub(super) enum Attempt {
     Granted(Grant),
     Held(EngineError),
+    /// Queued by the try's own transaction, at this revision.
+    Queued(i64),
     Retry,
 }
 
@@ -47,6 +51,8 @@ impl Inner {
             deadline_ms: None,
             lease: None,
             waiter: waiter.map(str::to_string),
+            token: None,
+            kept_value: false,
         };
         Ok(match lifetime {
             Lifetime::Unbounded => Binding { record, etcd_lease: 0, expire: None },
@@ -122,6 +128,7 @@ impl Inner {
             None => stored.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
         };
         let hold = Hold { record: binding.record.clone(), token, mod_revision: revision };
+        self.mirror.held(name, hold.clone());
         let expires_in = match binding.expire {
             // Exactly what was asked for, as the embedded backend answers.
             Some(expire) => Some(expire),
@@ -136,9 +143,22 @@ impl Inner {
         })
     }
 
-    /// One try at the lock without queueing.
-    pub(super) async fn try_acquire(&self, request: &AcquireRequest) -> Result<Attempt> {
+    /// One try at the lock. With a `place`, a try that finds the lock held or queued for puts
+    /// the request's waiter key in the same transaction (its else branch), and the answer is
+    /// `Queued` at that transaction's revision.
+    pub(super) async fn try_acquire(
+        &self,
+        request: &AcquireRequest,
+        place: Option<&Place>,
+    ) -> Result<Attempt> {
         let name = request.resource.as_str();
+        // The holder acquiring again: renewed without queueing, from the mirror's picture.
+        let own = self.mirror.hold(name).filter(|hold| hold.record.owner == request.owner);
+        if let Some(hold) = own.filter(|hold| !hold.expired(wall_now_ms())) {
+            if let Attempt::Granted(grant) = self.renew(request, hold).await? {
+                return Ok(Attempt::Granted(grant));
+            }
+        }
         let (hold_key, queue) = (self.keys.hold(name), self.keys.queue(name));
         let binding = self.bind(&request.owner, &request.lifetime, None).await?;
         let mut when = vec![
@@ -147,32 +167,67 @@ impl Inner {
         ];
         let lease_key = self.lease_key(&request.lifetime)?;
         when.extend(self.lease_alive(&request.lifetime)?);
+        let mut otherwise = Vec::new();
+        let mut session = 0;
+        if let Some(place) = place {
+            session = self.session.lease(&self.client).await?;
+            let options = PutOptions::new().with_lease(session);
+            otherwise.push(TxnOp::put(place.key.clone(), place.record.clone(), Some(options)));
+            place.sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let head =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
-        let mut otherwise = vec![TxnOp::get(hold_key, None), TxnOp::get(queue, Some(head))];
+        otherwise.extend([TxnOp::get(hold_key, None), TxnOp::get(queue, Some(head))]);
         otherwise.extend(lease_key.clone().map(|key| TxnOp::get(key, None)));
         let txn = Txn::new()
             .when(when)
             .and_then(self.grant_ops(name, &binding, request.value.as_deref()))
             .or_else(otherwise);
-        let response = self.txn_bound(txn, &binding).await?;
+        let response = match self.client.clone().txn(txn).await {
+            Err(error) if lease_not_found(&error) => {
+                // The request's lease, a backstop lease or the session lease is gone.
+                self.backstops.forget(binding.etcd_lease);
+                if let Some(place) = place {
+                    place.sent.store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+                if session != 0 {
+                    self.session.lost(session).await;
+                }
+                if let Some(lease) = &binding.record.lease {
+                    self.live_lease(lease).await?;
+                }
+                return Ok(Attempt::Retry);
+            }
+            other => other.map_err(etcd_error)?,
+        };
+        let at = revision(&response);
         if response.succeeded() {
-            let grant = self
-                .granted(name, revision(&response), &binding, request.value.as_deref(), &response)
-                .await?;
+            let grant = self.granted(name, at, &binding, request.value.as_deref(), &response).await?;
             return Ok(Attempt::Granted(grant));
         }
         let reads = gets(&response);
+        let leave = || async {
+            if let Some(place) = place {
+                place.leave().await;
+            }
+        };
         if lease_key.is_some() && reads.get(2).is_some_and(|kvs| kvs.is_empty()) {
+            leave().await;
             return Err(EngineError::NoSuchLease);
         }
+        let queued = place.is_some();
         let hold = reads[0].first().map(Hold::parse).transpose()?;
         match hold {
             Some(hold) if hold.expired(wall_now_ms()) => {
-                self.end_hold(name, hold.mod_revision, true).await?;
-                Ok(Attempt::Retry)
+                let ending = Ending { mod_revision: hold.mod_revision, lease: None, keep_value: true };
+                self.end_hold(name, ending).await?;
+                Ok(if queued { Attempt::Queued(at) } else { Attempt::Retry })
             }
-            Some(hold) if hold.record.owner == request.owner => self.renew(request, hold).await,
+            Some(hold) if hold.record.owner == request.owner => {
+                leave().await;
+                self.renew(request, hold).await
+            }
+            _ if queued => Ok(Attempt::Queued(at)),
             Some(hold) => Ok(Attempt::Held(EngineError::Locked {
                 owner: hold.record.owner.clone(),
                 expires_in: self.expires_in(&hold).await?,
@@ -190,7 +245,8 @@ impl Inner {
     /// The holder acquires again: same token, lifetime reset, value replaced when given.
     pub(super) async fn renew(&self, request: &AcquireRequest, hold: Hold) -> Result<Attempt> {
         let name = request.resource.as_str();
-        let binding = self.bind(&request.owner, &request.lifetime, None).await?;
+        let mut binding = self.bind(&request.owner, &request.lifetime, None).await?;
+        binding.record.token = hold.record.token;
         let mut when = vec![Compare::mod_revision(self.keys.hold(name), CompareOp::Equal, hold.mod_revision)];
         when.extend(self.lease_alive(&request.lifetime)?);
         let txn = Txn::new().when(when).and_then(self.grant_ops(name, &binding, request.value.as_deref()));
@@ -239,39 +295,6 @@ impl Inner {
         Ok(hold)
     }
 
-    /// Ends the hold of `name` if its holder key is still at `mod_revision`; the value stays
-    /// (for the retention period) when `keep_value`. False when the key changed meanwhile.
-    pub(super) async fn end_hold(&self, name: &str, mod_revision: i64, keep_value: bool) -> Result<bool> {
-        let (hold_key, value_key) = (self.keys.hold(name), self.keys.value(name));
-        let value_op = if keep_value {
-            let retention = self.backstops.lease(&self.client, self.value_retention).await?;
-            let options = PutOptions::new().with_ignore_value().with_lease(retention);
-            TxnOp::txn(
-                Txn::new()
-                    .when([Compare::version(value_key.clone(), CompareOp::Greater, 0)])
-                    .and_then([TxnOp::put(value_key, "", Some(options))]),
-            )
-        } else {
-            TxnOp::delete(value_key, None)
-        };
-        let txn = Txn::new()
-            .when([Compare::mod_revision(hold_key.clone(), CompareOp::Equal, mod_revision)])
-            .and_then([TxnOp::delete(hold_key.clone(), None), value_op]);
-        let response = self.txn(txn).await?;
-        if !response.succeeded() {
-            return Ok(false);
-        }
-        self.cancel(&hold_key);
-        let value_kept = response
-            .op_responses()
-            .into_iter()
-            .any(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
-        if value_kept {
-            self.schedule(Due::Value(name.to_string()), revision(&response), self.value_retention);
-        }
-        Ok(true)
-    }
-
     /// One try at a refresh; `None` when the holder key changed meanwhile.
     pub(super) async fn try_refresh(&self, request: &RefreshRequest) -> Result<Option<Refreshed>> {
         let name = request.resource.as_str();
@@ -301,6 +324,12 @@ impl Inner {
         let token = FencingToken(hold.token as u64);
         let expires_in = match request.expire {
             Some(expire) => {
+                let rewritten = Hold {
+                    record: binding.record.clone(),
+                    token: hold.token,
+                    mod_revision: revision(&response),
+                };
+                self.mirror.held(name, rewritten);
                 self.schedule(Due::Hold(name.to_string()), revision(&response), expire);
                 Some(expire)
             }

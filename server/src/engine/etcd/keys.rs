@@ -82,6 +82,11 @@ impl Keys {
         prefix_end(self.key("h/", prefix, b""))
     }
 
+    /// The prefix of every waiter key.
+    pub(super) fn waiters_prefix(&self) -> Vec<u8> {
+        self.key("q/", "", b"")
+    }
+
     /// The prefix of every holder key.
     pub(super) fn holds_prefix(&self) -> Vec<u8> {
         self.key("h/", "", b"")
@@ -107,6 +112,27 @@ impl Keys {
         let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"h/")?;
         let name = rest.strip_suffix(b"\0")?;
         String::from_utf8(name.to_vec()).ok()
+    }
+
+    /// The resource and waiter id of a waiter key.
+    pub(super) fn name_of_waiter(&self, key: &[u8]) -> Option<(String, String)> {
+        let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"q/")?;
+        let end = rest.iter().position(|byte| *byte == 0)?;
+        let name = String::from_utf8(rest[..end].to_vec()).ok()?;
+        let waiter = String::from_utf8(rest[end + 1..].to_vec()).ok()?;
+        Some((name, waiter))
+    }
+
+    /// The API lease id of a lease record's key.
+    pub(super) fn name_of_lease(&self, key: &[u8]) -> Option<String> {
+        let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"l/")?;
+        String::from_utf8(rest.to_vec()).ok()
+    }
+
+    /// The range (start, exclusive end) the gateway's one watch covers: the holder keys, the
+    /// lease records and the waiter keys (`h/`, `l/`, `q/`), not the values.
+    pub(super) fn watched_range(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.key("h/", "", b""), prefix_end(self.key("q/", "", b"")))
     }
 }
 
@@ -150,12 +176,33 @@ pub(super) struct HoldRecord {
     /// granted can give the lock back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) waiter: Option<String>,
+    /// The fencing token, for a hold granted to a waiter: its waiter key's create revision (a
+    /// hand-off rewrites the holder key, which keeps its create revision). Absent: the holder
+    /// key's create revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) token: Option<i64>,
+    /// Set by a hand-off that kept the previous holder's value: the new holder's gateway reads
+    /// it. Unset: the value is the waiter's own, or there is none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) kept_value: bool,
 }
 
-/// A queued request.
+/// A queued request: everything a releasing gateway needs to hand the lock to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct WaiterRecord {
     pub(super) owner: String,
+    /// Set by gateways that take hand-offs; a waiter without it takes the lock itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) handoff: bool,
+    /// The hold's time to live, for a request with an expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) ttl_ms: Option<u64>,
+    /// The API lease id, for a lease-bound request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lease: Option<String>,
+    /// The value the request sets on its grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) value: Option<String>,
 }
 
 /// A lease's time to live (etcd keeps only whole seconds) and wall-clock deadline.

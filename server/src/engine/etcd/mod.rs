@@ -5,13 +5,15 @@
 //! requests it is serving, so any gateway can die and clients go on through another.
 //!
 //! - Granting is one etcd transaction: "if nobody holds the lock and nobody queues for it, write
-//!   the holder key". The holder key's create revision is the fencing token.
+//!   the holder key; otherwise put this request's waiter key". The holder key's create revision
+//!   (or, for a hold handed to a waiter, that waiter key's create revision) is the fencing token.
 //! - Waiting follows etcd's concurrency recipe: a waiter key per request, ordered by create
-//!   revision; each waiter watches only the waiter just ahead of it, and the head waits for
-//!   the holder key's deletion, so a release wakes one waiter. The head takes the lock in a
-//!   transaction that also checks that its own waiter key (bound to this gateway's session
-//!   lease) and, for a lease-bound request, its lease are still there: a waiter whose gateway or
-//!   lease died is never granted.
+//!   revision and bound to the gateway's session lease. A release hands the lock to the head
+//!   waiter in its own transaction, so a hand-off is one commit; the waiter's gateway learns it
+//!   from its one long-lived watch (through the mirror), with no watch or proposal per wait.
+//!   The head takes the lock itself only when a hold ended without a hand-off, in a
+//!   transaction that checks its waiter key and lease are still there: a waiter whose gateway
+//!   or lease died is never granted.
 //! - Expiry: the gateway that set a deadline ends the hold on its own timer (monotonic clock,
 //!   within milliseconds), in a transaction that checks the holder key was not rewritten since.
 //!   Should that gateway die, an etcd lease bound to the holder key ends the hold at most
@@ -20,7 +22,9 @@
 //! - The API's leases are etcd leases; a record beside each keeps its exact ttl and deadline,
 //!   which the gateway that last kept it alive enforces on a timer.
 //!
-//! Where each job lives: `holds.rs` (holder transactions), `queue.rs` (the waiter recipe),
+//! Where each job lives: `holds.rs` (holder transactions), `handoff.rs` (ending a hold and
+//! handing it to the head waiter in one transaction), `queue.rs` (the waiter recipe),
+//! `mirror.rs` (the gateway's picture of every hold and waiter, from its one watch),
 //! `reads.rs` (inspection and listing), `leases.rs` (the API's leases), `timers.rs` (deletions on
 //! this gateway's clock), `keys.rs` (the key layout), `session.rs` (the gateway's own leases),
 //! `endpoints.rs` (which members are in use), `events.rs` (the gateway's one watch on the
@@ -29,9 +33,11 @@
 
 mod endpoints;
 mod events;
+mod handoff;
 mod holds;
 mod keys;
 mod leases;
+mod mirror;
 mod queue;
 mod reads;
 mod session;
@@ -48,11 +54,15 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use self::handoff::Ending;
 use self::holds::Attempt;
 use self::keys::Keys;
-use self::queue::Queued;
+use self::mirror::Mirror;
+use self::queue::{Place, Queued};
+use self::reads::Hold;
 use self::session::{Backstops, Session};
 use super::capacity::{Capacity, Counter};
+use super::clock::wall_now_ms;
 use super::watch::{LockEvent, WatchHub};
 use super::{
     AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend, LockInfo,
@@ -124,6 +134,13 @@ struct Inner {
     max_memory: AtomicUsize,
     /// Lock events for this gateway's watchers, from its one watch on the holder keys.
     events: Arc<WatchHub>,
+    /// Every hold and waiter as this gateway last saw them, from the same watch.
+    mirror: Mirror,
+    /// The revision through which that watch delivered every change.
+    followed: Arc<watch::Sender<i64>>,
+    /// Asks the watch for a progress report from etcd (which moves `followed` on when
+    /// nothing in the prefix changes).
+    progress_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// Counts an operation of this backend by its outcome (`lockserver_etcd_requests_total`). A
@@ -189,6 +206,9 @@ impl EtcdBackend {
             memory: Counter::default(),
             max_memory: AtomicUsize::new(usize::MAX),
             events: Arc::new(WatchHub::new(1)),
+            mirror: Mirror::default(),
+            followed: Arc::new(watch::channel(0).0),
+            progress_wanted: Arc::default(),
         });
         tokio::spawn(events::follow(Arc::downgrade(&inner), inner.events.clone()));
         let keeper = inner.clone();
@@ -212,22 +232,30 @@ impl LockBackend for EtcdBackend {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant> {
         let metrics = metrics::global();
         let wait_until = Instant::now() + request.wait;
+        let place = match request.wait.is_zero() {
+            true => None,
+            false => Some(Place::new(&self.inner, &request)?),
+        };
         let attempt = async {
             loop {
-                match self.inner.try_acquire(&request).await? {
-                    Attempt::Granted(grant) => return Ok(Some(grant)),
-                    Attempt::Held(locked) if request.wait.is_zero() => return Err(locked),
-                    Attempt::Held(_) => return Ok(None),
+                match self.inner.try_acquire(&request, place.as_ref()).await? {
+                    Attempt::Granted(grant) => return Ok(Ok(grant)),
+                    Attempt::Held(locked) => return Err(locked),
+                    Attempt::Queued(revision) => return Ok(Err(revision)),
                     Attempt::Retry => continue,
                 }
             }
         };
-        if let Some(grant) = counted("acquire", attempt.await)? {
-            metrics.granted(How::immediate);
-            return Ok(grant);
-        }
+        let revision = match counted("acquire", attempt.await)? {
+            Ok(grant) => {
+                metrics.granted(How::immediate);
+                return Ok(grant);
+            }
+            Err(revision) => revision,
+        };
         let queued_at = Instant::now();
-        let queued = Queued::enter(self.inner.clone(), &request).await?.wait(&request, wait_until).await;
+        let place = place.expect("only a request with a place queues");
+        let queued = Queued::new(self.inner.clone(), place, revision).wait(&request, wait_until).await;
         let grant = counted("acquire_queued", queued)?;
         metrics.granted(How::handoff);
         metrics.waited(queued_at.elapsed());
@@ -235,11 +263,26 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
+        let owner = (!request.force).then_some(request.owner.as_str());
+        let owned = |hold: &Hold| {
+            owner.is_none_or(|owner| {
+                hold.record.owner == owner && request.token.is_none_or(|token| token.0 == hold.token as u64)
+            }) && !hold.expired(wall_now_ms())
+        };
         let released = async {
+            // The mirror's picture first: a release is then one transaction.
+            let mut known = self.inner.mirror.hold(&request.resource).filter(owned);
             loop {
-                let owner = (!request.force).then_some(request.owner.as_str());
-                let hold = self.inner.current_hold(&request.resource, owner, request.token).await?;
-                if self.inner.end_hold(&request.resource, hold.mod_revision, request.keep_value).await? {
+                let hold = match known.take() {
+                    Some(hold) => hold,
+                    None => self.inner.current_hold(&request.resource, owner, request.token).await?,
+                };
+                let ending = Ending {
+                    mod_revision: hold.mod_revision,
+                    lease: hold.record.lease.as_deref(),
+                    keep_value: request.keep_value,
+                };
+                if self.inner.end_hold(&request.resource, ending).await? {
                     return Ok(());
                 }
             }
@@ -322,6 +365,10 @@ impl LockBackend for EtcdBackend {
 
     fn events(&self) -> &Arc<WatchHub> {
         &self.inner.events
+    }
+
+    async fn events_caught_up(&self) {
+        self.inner.caught_up().await;
     }
 
     async fn events_after(&self, after: u64) -> Option<Vec<LockEvent>> {

@@ -40,9 +40,10 @@ pub(super) struct Hold {
 
 impl Hold {
     pub(super) fn parse(kv: &KeyValue) -> Result<Hold> {
+        let record: HoldRecord = decode(kv.key(), kv.value())?;
         Ok(Hold {
-            record: decode(kv.key(), kv.value())?,
-            token: kv.create_revision(),
+            token: record.token.unwrap_or(kv.create_revision()),
+            record,
             mod_revision: kv.mod_revision(),
         })
     }
