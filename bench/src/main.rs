@@ -46,6 +46,21 @@ fn main() {
             println!("{rate:.0} cycles/s");
             return;
         }
+        // `v3lock ETCD_ADDR N SECONDS`: etcd's own lock service, the same way, for comparison.
+        Some("v3lock") => {
+            let (addr, n, secs) =
+                (args.next().expect("ETCD_ADDR"), args.next().expect("N"), args.next().expect("SECONDS"));
+            let (n, secs): (usize, u64) = (n.parse().expect("N"), secs.parse().expect("SECONDS"));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let rate =
+                runtime.block_on(scenarios::v3lock_cycles(&addr, n, std::time::Duration::from_secs(secs)));
+            println!("{rate:.0} cycles/s");
+            return;
+        }
         _ => {}
     }
     // Thousands of parked connections: raise the descriptor limit as far as allowed.

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::http::{request, Conn};
-use crate::measure::{contention, cycle_scripts, rounds_per_second, spread, SECRET};
+use crate::measure::{contention, cycle_scripts, rounds_per_second, spread, Contention, SECRET};
 use crate::report::{ms, section, Table};
 use crate::server::{Server, Storage};
 
@@ -47,8 +47,15 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         rows.push((n, base, through_one, through_two, v3));
     }
     let base = contention(std::slice::from_ref(&embedded.addr), "embedded", seconds).await;
+    let before = committed(&members).await;
     let through_one = contention(&one, "one", seconds).await;
+    let one_proposals = (committed(&members).await - before) / through_one.grants as f64;
+    let before = committed(&members).await;
     let through_two = contention(&two, "two", seconds).await;
+    let two_proposals = (committed(&members).await - before) / through_two.grants as f64;
+    let before = committed(&members).await;
+    let v3 = v3lock_contention(&etcd_addr, seconds).await;
+    let v3_proposals = (committed(&members).await - before) / v3.grants as f64;
 
     section(
         out,
@@ -84,14 +91,19 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         table.row([n.to_string(), format!("{ours:.2}"), format!("{theirs:.2}")]);
     }
     table.write(out);
-    out.push_str("Contended: 16 clients on one resource, each holding it 10 ms.\n\n");
-    let mut table = Table::new(&["backend", "grants", "utilisation", "hand-off gap p50", "p99"]);
-    for (name, figures) in
-        [("embedded", &base), ("etcd, one gateway", &through_one), ("etcd, two gateways", &through_two)]
-    {
+    out.push_str("Contended: 16 clients on one resource, each holding it 10 ms (etcd v3lock: the same through etcd's JSON gateway on one member, each client with a lease of its own); raft proposals per grant as above.\n\n");
+    let mut table =
+        Table::new(&["backend", "grants", "proposals per grant", "utilisation", "hand-off gap p50", "p99"]);
+    for (name, figures, proposals) in [
+        ("embedded", &base, None),
+        ("etcd, one gateway", &through_one, Some(one_proposals)),
+        ("etcd, two gateways", &through_two, Some(two_proposals)),
+        ("etcd v3lock", &v3, Some(v3_proposals)),
+    ] {
         table.row([
             name.to_string(),
             figures.grants.to_string(),
+            proposals.map_or(String::new(), |proposals| format!("{proposals:.2}")),
             format!("{:.3}", figures.utilisation),
             ms(figures.p50),
             ms(figures.p99),
@@ -102,7 +114,7 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
 
 /// Lock+unlock cycles per second of etcd's own lock service through its JSON gateway: `n`
 /// keep-alive connections to `addr`, each with a lease of its own and its own lock name.
-async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
+pub async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..n)
@@ -137,6 +149,49 @@ async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
         task.await.expect("a v3lock client");
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// 16 clients taking turns on one lock of etcd's own lock service for `run`, each holding it
+/// 10 ms, each with a lease of its own, all through the JSON gateway at `addr`.
+async fn v3lock_contention(addr: &str, run: Duration) -> Contention {
+    let sections = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + run;
+    let name = base64(b"v3lock-bench-hot");
+    let tasks: Vec<_> = (0..16)
+        .map(|client| {
+            let (addr, sections, name) = (addr.to_string(), sections.clone(), name.clone());
+            tokio::spawn(async move {
+                let mut conn = Conn::connect(&addr).await.expect("connecting to etcd");
+                let (_, granted) = conn
+                    .call(&request("POST", "/v3/lease/grant", SECRET, r#"{"TTL": 60}"#))
+                    .await
+                    .expect("lease");
+                let lease = json_field(granted, "ID");
+                let lock = request(
+                    "POST",
+                    "/v3/lock/lock",
+                    SECRET,
+                    &format!(r#"{{"name":"{name}","lease":"{lease}"}}"#),
+                );
+                while Instant::now() < deadline {
+                    let (status, locked) = conn.call(&lock).await.expect("lock");
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(locked));
+                    let granted = Instant::now();
+                    let key = json_field(locked, "key");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let released = Instant::now();
+                    sections.lock().unwrap().push((granted, released, client));
+                    let unlock = request("POST", "/v3/lock/unlock", SECRET, &format!(r#"{{"key":"{key}"}}"#));
+                    assert_eq!(conn.call(&unlock).await.expect("unlock").0, 200);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a v3lock client");
+    }
+    let sections = sections.lock().unwrap().clone();
+    Contention::of(sections)
 }
 
 /// The highest `etcd_server_proposals_committed_total` among the members (the leader's).

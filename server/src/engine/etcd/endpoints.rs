@@ -4,7 +4,12 @@
 //! member down a share of requests would fail (etcdv3/etcd-client#39). A monitor probes each
 //! member on its own connection and takes dead ones out of the balance until they answer again.
 //! When none answers, all stay in, so that requests fail with etcd's own error.
+//!
+//! The same probes say which member leads: the gateway sends its requests to the leader on
+//! that member's own connection (a follower would forward each proposal to it, one more hop),
+//! and to the balanced client while no leader is known.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
@@ -18,8 +23,14 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long a member has to answer a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs for the gateway's life, adding and removing `client`'s endpoints as members come and go.
-pub(super) async fn monitor(client: Client, endpoints: Vec<String>, options: ConnectOptions) {
+/// Runs for the gateway's life, adding and removing `client`'s endpoints as members come and go,
+/// and keeping `leader` to a client of the leading member alone.
+pub(super) async fn monitor(
+    client: Client,
+    leader: Arc<Mutex<Option<Client>>>,
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+) {
     if endpoints.len() < 2 {
         return;
     }
@@ -31,19 +42,32 @@ pub(super) async fn monitor(client: Client, endpoints: Vec<String>, options: Con
         }
     }
     let mut in_use = vec![true; probes.len()];
-    loop {
-        sleep(PROBE_EVERY).await;
+    for round in 0.. {
+        if round > 0 {
+            sleep(PROBE_EVERY).await;
+        }
         let mut answers = JoinSet::new();
         for (index, (_, probe)) in probes.iter().enumerate() {
             let mut probe = probe.clone();
             answers.spawn(async move {
-                (index, matches!(timeout(PROBE_TIMEOUT, probe.status()).await, Ok(Ok(_))))
+                match timeout(PROBE_TIMEOUT, probe.status()).await {
+                    Ok(Ok(status)) => {
+                        let member = status.header().map_or(0, |header| header.member_id());
+                        (index, true, status.leader() == member && member != 0)
+                    }
+                    _ => (index, false, false),
+                }
             });
         }
         let mut alive = vec![false; probes.len()];
-        while let Some(Ok((index, answered))) = answers.join_next().await {
+        let mut leading = None;
+        while let Some(Ok((index, answered, leads))) = answers.join_next().await {
             alive[index] = answered;
+            if leads {
+                leading = Some(probes[index].1.clone());
+            }
         }
+        *leader.lock().unwrap_or_else(|e| e.into_inner()) = leading;
         let wanted = if alive.iter().any(|alive| *alive) { alive } else { vec![true; probes.len()] };
         for (index, (endpoint, _)) in probes.iter().enumerate() {
             let changed = match (in_use[index], wanted[index]) {

@@ -38,7 +38,7 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                 }
             }
         }
-        let (client, (start, end)) = (strong.client.clone(), strong.keys.watched_range());
+        let (client, (start, end)) = (strong.client(), strong.keys.watched_range());
         drop(strong);
         let options = WatchOptions::new().with_range(end).with_prev_key().with_start_revision(from);
         let Ok(mut stream) = client.clone().watch(start, Some(options)).await else {
@@ -99,7 +99,7 @@ impl Inner {
     /// call (at most a second; etcd is asked for a progress report when nothing changes).
     pub(super) async fn caught_up(&self) {
         let Ok(now) = self
-            .client
+            .client()
             .clone()
             .get(self.keys.holds_prefix(), Some(GetOptions::new().with_count_only()))
             .await
@@ -122,7 +122,7 @@ impl Inner {
 
     /// Reads every hold and waiter into the mirror, at one revision, which it returns.
     async fn load_mirror(&self) -> Result<i64> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let now = client.get(self.keys.holds_prefix(), Some(GetOptions::new().with_count_only())).await;
         let revision = now.map_err(etcd_error)?.header().map_or(0, |header| header.revision());
         let (mut holds, mut waiters) = (Vec::new(), Vec::new());
@@ -237,15 +237,14 @@ impl Inner {
     /// Read until the revision current when asked, or a moment of silence (at most 3 s).
     pub(super) async fn events_after(&self, after: u64) -> Option<Vec<LockEvent>> {
         let prefix = self.keys.holds_prefix();
-        let now =
-            self.client.clone().get(prefix.clone(), Some(GetOptions::new().with_count_only())).await.ok()?;
+        let now = self.client().get(prefix.clone(), Some(GetOptions::new().with_count_only())).await.ok()?;
         let current = now.header().map_or(0, |header| header.revision());
         let from = (after >> 8) as i64;
         if from == 0 || from > current {
             return None;
         }
         let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(from);
-        let mut stream = self.client.clone().watch(prefix, Some(options)).await.ok()?;
+        let mut stream = self.client().watch(prefix, Some(options)).await.ok()?;
         let mut found = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
@@ -284,7 +283,7 @@ impl Inner {
         }
         let Some(lease) = &hold.lease else { return EventKind::Released };
         let options = GetOptions::new().with_count_only();
-        match self.client.clone().get(self.keys.lease(lease), Some(options)).await {
+        match self.client().get(self.keys.lease(lease), Some(options)).await {
             Ok(answer) if answer.count() == 0 => EventKind::Revoked,
             _ => EventKind::Released,
         }

@@ -74,7 +74,7 @@ impl Inner {
                 }
                 Err(error) => return Err(error),
             };
-            let response = match self.client.clone().txn(txn.0).await {
+            let response = match self.client().txn(txn.0).await {
                 Err(error) if lease_not_found(&error) && handing => {
                     // A backstop lease ended before use, or the waiter's session: look again.
                     self.backstops.forget(txn.1);
@@ -185,7 +185,7 @@ impl Inner {
                     when.push(Compare::version(queue.clone(), CompareOp::Equal, 0).with_prefix());
                 }
                 let value_op = if ending.keep_value {
-                    let retention = self.backstops.lease(&self.client, self.value_retention).await?;
+                    let retention = self.backstops.lease(&self.client(), self.value_retention).await?;
                     let options = PutOptions::new().with_ignore_value().with_lease(retention);
                     TxnOp::txn(Txn::new().when([value_exists()]).and_then([TxnOp::put(
                         value_key.clone(),
@@ -217,7 +217,7 @@ impl Inner {
             kept_value,
         };
         let etcd_lease = match (&waiter.ttl_ms, &waiter.lease) {
-            (Some(ttl), _) => self.backstops.lease(&self.client, Duration::from_millis(*ttl)).await?,
+            (Some(ttl), _) => self.backstops.lease(&self.client(), Duration::from_millis(*ttl)).await?,
             (None, Some(lease)) => lease_number(lease)?,
             (None, None) => head.session,
         };

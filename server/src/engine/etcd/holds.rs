@@ -58,7 +58,7 @@ impl Inner {
             Lifetime::Unbounded => Binding { record, etcd_lease: 0, expire: None },
             Lifetime::Expire(ttl) => {
                 record.deadline_ms = Some(wall_now_ms() + ttl.as_millis() as u64);
-                let etcd_lease = self.backstops.lease(&self.client, *ttl).await?;
+                let etcd_lease = self.backstops.lease(&self.client(), *ttl).await?;
                 Binding { record, etcd_lease, expire: Some(*ttl) }
             }
             Lifetime::Lease(lease) => {
@@ -170,7 +170,7 @@ impl Inner {
         let mut otherwise = Vec::new();
         let mut session = 0;
         if let Some(place) = place {
-            session = self.session.lease(&self.client).await?;
+            session = self.session.lease(&self.client()).await?;
             let options = PutOptions::new().with_lease(session);
             otherwise.push(TxnOp::put(place.key.clone(), place.record.clone(), Some(options)));
             place.sent.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -183,7 +183,7 @@ impl Inner {
             .when(when)
             .and_then(self.grant_ops(name, &binding, request.value.as_deref()))
             .or_else(otherwise);
-        let response = match self.client.clone().txn(txn).await {
+        let response = match self.client().txn(txn).await {
             Err(error) if lease_not_found(&error) => {
                 // The request's lease, a backstop lease or the session lease is gone.
                 self.backstops.forget(binding.etcd_lease);
@@ -261,7 +261,7 @@ impl Inner {
     /// Runs a transaction that binds keys to `binding`'s etcd lease. When etcd no longer knows
     /// that lease, it is the request's own lease (`NoSuchLease`), or a backstop lease to forget.
     pub(super) async fn txn_bound(&self, txn: Txn, binding: &Binding) -> Result<TxnResponse> {
-        match self.client.clone().txn(txn).await {
+        match self.client().txn(txn).await {
             Err(error) if lease_not_found(&error) => {
                 if binding.record.lease.is_some() {
                     return Err(EngineError::NoSuchLease);
@@ -307,7 +307,7 @@ impl Inner {
         let mut binding = Binding { record: hold.record.clone(), etcd_lease: 0, expire: request.expire };
         if let Some(expire) = request.expire {
             binding.record.deadline_ms = Some(wall_now_ms() + expire.as_millis() as u64);
-            binding.etcd_lease = self.backstops.lease(&self.client, expire).await?;
+            binding.etcd_lease = self.backstops.lease(&self.client(), expire).await?;
             let options = PutOptions::new().with_lease(binding.etcd_lease);
             then.push(TxnOp::put(hold_key.clone(), encode(&binding.record), Some(options)));
         }

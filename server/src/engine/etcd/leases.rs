@@ -19,14 +19,14 @@ impl Inner {
     pub(super) async fn grant_lease(&self, ttl: Duration, id_prefix: &str) -> Result<LeaseInfo> {
         let inner = self;
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let id = inner.client.clone().lease_grant(seconds, None).await.map_err(etcd_error)?.id();
+        let id = inner.client().lease_grant(seconds, None).await.map_err(etcd_error)?.id();
         let record = LeaseRecord {
             ttl_ms: ttl.as_millis() as u64,
             deadline_ms: wall_now_ms() + ttl.as_millis() as u64,
         };
         let name = format!("{id_prefix}{}", lease_name(id));
         let options = PutOptions::new().with_lease(id);
-        let put = inner.client.clone().put(inner.keys.lease(&name), encode(&record), Some(options)).await;
+        let put = inner.client().put(inner.keys.lease(&name), encode(&record), Some(options)).await;
         let revision = put.map_err(etcd_error)?.header().map_or(0, |header| header.revision());
         inner.schedule(Due::Lease(name.clone()), revision, ttl);
         Ok(LeaseInfo { id: LeaseId(name), ttl, expires_in: ttl, locks: Vec::new() })
@@ -37,7 +37,7 @@ impl Inner {
         let id = lease_number(&lease.0)?;
         loop {
             let (record, mod_revision) = inner.live_lease(&lease.0).await?;
-            match keep_alive_once(&inner.client, id).await {
+            match keep_alive_once(&inner.client(), id).await {
                 None => {
                     return Err(EngineError::Unavailable("etcd did not answer the lease keepalive".into()))
                 }
@@ -78,8 +78,7 @@ impl Inner {
         let id = lease_number(&lease.0)?;
         let (record, _) = inner.live_lease(&lease.0).await?;
         let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
-        let attached =
-            inner.client.clone().lease_time_to_live(id, Some(options)).await.map_err(etcd_error)?;
+        let attached = inner.client().lease_time_to_live(id, Some(options)).await.map_err(etcd_error)?;
         let mut locks: Vec<String> =
             attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
         locks.sort();
@@ -94,7 +93,7 @@ impl Inner {
     /// A lease's record and its mod revision, if the lease is alive.
     pub(super) async fn live_lease(&self, name: &str) -> Result<(LeaseRecord, i64)> {
         lease_number(name)?;
-        let response = self.client.clone().get(self.keys.lease(name), None).await.map_err(etcd_error)?;
+        let response = self.client().get(self.keys.lease(name), None).await.map_err(etcd_error)?;
         let kv = response.kvs().first().ok_or(EngineError::NoSuchLease)?;
         let record: LeaseRecord = decode(kv.key(), kv.value())?;
         if record.deadline_ms <= wall_now_ms() {
@@ -120,7 +119,7 @@ impl Inner {
             return Ok(false);
         }
         self.cancel(&key);
-        match self.client.clone().lease_revoke(id).await {
+        match self.client().lease_revoke(id).await {
             Err(error) if !lease_not_found(&error) => return Err(etcd_error(error)),
             _ => {}
         }

@@ -117,7 +117,11 @@ pub struct EtcdBackend {
 struct Inner {
     /// Itself, for the timer tasks it spawns.
     me: std::sync::Weak<Inner>,
-    client: Client,
+    /// The etcd client over every member that answers (see `endpoints.rs`).
+    balanced: Client,
+    /// A client of the current leader alone, when known: requests sent there skip a
+    /// follower's forwarding hop.
+    leader: Arc<Mutex<Option<Client>>>,
     keys: Keys,
     session: Session,
     backstops: Backstops,
@@ -194,7 +198,8 @@ impl EtcdBackend {
             .map_err(|source| EtcdSetupError::Client { endpoints: options.endpoints.clone(), source })?;
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
-            client,
+            balanced: client,
+            leader: Arc::default(),
             keys: Keys::new(&options.prefix),
             session: Session::new(),
             backstops: Backstops::new(),
@@ -212,8 +217,9 @@ impl EtcdBackend {
         });
         tokio::spawn(events::follow(Arc::downgrade(&inner), inner.events.clone()));
         let keeper = inner.clone();
-        tokio::spawn(async move { keeper.session.keep_alive(keeper.client.clone()).await });
-        tokio::spawn(endpoints::monitor(inner.client.clone(), options.endpoints, connect));
+        tokio::spawn(async move { keeper.session.keep_alive(keeper.balanced.clone()).await });
+        let (balanced, leader) = (inner.balanced.clone(), inner.leader.clone());
+        tokio::spawn(endpoints::monitor(balanced, leader, options.endpoints, connect));
         Ok(EtcdBackend { inner })
     }
 }
@@ -315,7 +321,7 @@ impl LockBackend for EtcdBackend {
         let counted_held = async {
             let (from, end) = (self.inner.keys.holds_from(prefix, after), self.inner.keys.holds_end(prefix));
             let options = GetOptions::new().with_range(end).with_count_only();
-            let answer = self.inner.client.clone().get(from, Some(options)).await.map_err(etcd_error)?;
+            let answer = self.inner.client().get(from, Some(options)).await.map_err(etcd_error)?;
             Ok(usize::try_from(answer.count()).unwrap_or(usize::MAX))
         };
         counted("count_held", counted_held.await)
@@ -347,7 +353,7 @@ impl LockBackend for EtcdBackend {
             let prefix = self.inner.keys.leases_prefix();
             let (from, end) = self.inner.keys.leases_range(id_prefix, after);
             let options = GetOptions::new().with_range(end).with_keys_only().with_limit(limit as i64 * 2);
-            let answer = self.inner.client.clone().get(from, Some(options)).await.map_err(etcd_error)?;
+            let answer = self.inner.client().get(from, Some(options)).await.map_err(etcd_error)?;
             let mut leases = Vec::new();
             for kv in answer.kvs() {
                 let Some(name) = kv.key().strip_prefix(prefix.as_slice()) else { continue };
@@ -377,7 +383,7 @@ impl LockBackend for EtcdBackend {
 
     async fn gauges(&self) -> Gauges {
         let count = |prefix: Vec<u8>| {
-            let mut client = self.inner.client.clone();
+            let mut client = self.inner.client();
             async move {
                 let options = GetOptions::new().with_prefix().with_count_only();
                 client.get(prefix, Some(options)).await.map_or(0, |answer| answer.count().max(0) as u64)
@@ -391,7 +397,7 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn health(&self) -> Health {
-        let mut client = self.inner.client.clone();
+        let mut client = self.inner.client();
         let probe = client
             .get(self.inner.keys.lease(&keys::lease_name(0)), Some(GetOptions::new().with_count_only()));
         let problem = match tokio::time::timeout(Duration::from_secs(2), probe).await {
@@ -408,8 +414,14 @@ impl LockBackend for EtcdBackend {
 }
 
 impl Inner {
+    /// The client to send requests with: the leader's own when known, else the balanced one.
+    fn client(&self) -> Client {
+        let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        leader.as_ref().unwrap_or(&self.balanced).clone()
+    }
+
     /// Runs a transaction; an etcd error is `unavailable`.
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.client.clone().txn(txn).await.map_err(etcd_error)
+        self.client().txn(txn).await.map_err(etcd_error)
     }
 }

@@ -99,7 +99,7 @@ impl Place {
     /// Takes the waiter key out of the queue now (the try that put it found the lock its own).
     pub(super) async fn leave(&self) {
         if self.sent.load(Ordering::SeqCst) {
-            let _ = self.inner.client.clone().delete(self.key.clone(), None).await;
+            let _ = self.inner.client().delete(self.key.clone(), None).await;
             self.sent.store(false, Ordering::SeqCst);
         }
     }
@@ -336,7 +336,7 @@ impl Queued {
         let value = match &request.value {
             Some(value) => Some(value.clone()),
             None if hold.record.kept_value => {
-                let answer = inner.client.clone().get(inner.keys.value(&name), None).await;
+                let answer = inner.client().get(inner.keys.value(&name), None).await;
                 let answer = answer.map_err(super::etcd_error)?;
                 answer.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
             }

@@ -87,7 +87,7 @@ impl Inner {
         while held.len() <= limit {
             let options =
                 GetOptions::new().with_range(end.clone()).with_limit((limit + 1 - held.len()) as i64);
-            let mut page = inner.client.clone().get(from.clone(), Some(options)).await.map_err(etcd_error)?;
+            let mut page = inner.client().get(from.clone(), Some(options)).await.map_err(etcd_error)?;
             let more = page.more();
             let kvs = page.take_kvs();
             for kv in &kvs {
@@ -108,7 +108,7 @@ impl Inner {
 
     /// The holder key of `name`, if there is one.
     pub(super) async fn read_hold(&self, name: &str) -> Result<Option<Hold>> {
-        let response = self.client.clone().get(self.keys.hold(name), None).await.map_err(etcd_error)?;
+        let response = self.client().get(self.keys.hold(name), None).await.map_err(etcd_error)?;
         response.kvs().first().map(Hold::parse).transpose()
     }
 
