@@ -61,6 +61,46 @@ fn main() {
             println!("{rate:.0} cycles/s");
             return;
         }
+        // `etcd-raw ETCD_URL N SECONDS`: two transactions per cycle from a gRPC client.
+        Some("etcd-raw") => {
+            let (addr, n, secs) =
+                (args.next().expect("ETCD_URL"), args.next().expect("N"), args.next().expect("SECONDS"));
+            let (n, secs): (usize, u64) = (n.parse().expect("N"), secs.parse().expect("SECONDS"));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let rate =
+                runtime.block_on(scenarios::raw_cycles(&addr, n, std::time::Duration::from_secs(secs)));
+            println!("{rate:.0} cycles/s");
+            return;
+        }
+        // `contended ADDR SECONDS` / `v3lock-contended ETCD_ADDR SECONDS`: 16 clients taking
+        // turns on one lock, 10 ms each: grants, utilisation, hand-off gap p50 and p99.
+        Some(which @ ("contended" | "v3lock-contended")) => {
+            let (addr, secs) = (args.next().expect("ADDR"), args.next().expect("SECONDS"));
+            let run = std::time::Duration::from_secs(secs.parse().expect("SECONDS"));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let figures = runtime.block_on(async {
+                match which {
+                    "contended" => measure::contention(&[addr], "cli", run).await,
+                    _ => scenarios::v3lock_contention(&addr, run).await,
+                }
+            });
+            println!(
+                "{} grants, utilisation {:.3}, gap p50 {:.2} ms, p99 {:.2} ms",
+                figures.grants,
+                figures.utilisation,
+                figures.p50.as_secs_f64() * 1000.0,
+                figures.p99.as_secs_f64() * 1000.0
+            );
+            return;
+        }
         _ => {}
     }
     // Thousands of parked connections: raise the descriptor limit as far as allowed.

@@ -28,10 +28,10 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
     let two = [first.addr.clone(), second.addr.clone()];
     let seconds = Duration::from_secs(3);
     let mut rows = Vec::new();
-    let etcd_addr =
-        cluster.endpoints().split(',').next().expect("a member").trim_start_matches("http://").to_string();
     let members: Vec<String> =
         cluster.endpoints().split(',').map(|url| url.trim_start_matches("http://").to_string()).collect();
+    // etcd's own lock service and the gRPC ceiling talk to the leader: their best case.
+    let etcd_addr = leader(&members).await;
     let mut proposals = Vec::new();
     for n in [1usize, 16] {
         let scripts = |tag: &str| cycle_scripts(n, &format!("{tag}-{n}"));
@@ -43,8 +43,9 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         let before = committed(&members).await;
         let v3 = v3lock_cycles(&etcd_addr, n, seconds).await;
         let theirs = (committed(&members).await - before) / (v3 * seconds.as_secs_f64());
+        let ceiling = raw_cycles(&format!("http://{etcd_addr}"), n, seconds).await;
         proposals.push((n, ours, theirs));
-        rows.push((n, base, through_one, through_two, v3));
+        rows.push((n, base, through_one, through_two, v3, ceiling));
     }
     let base = contention(std::slice::from_ref(&embedded.addr), "embedded", seconds).await;
     let before = committed(&members).await;
@@ -71,8 +72,11 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         "/ embedded",
         "etcd v3lock",
         "one gateway / v3lock",
+        "gRPC ceiling",
+        "ceiling / v3lock",
+        "one gateway / ceiling",
     ]);
-    for (n, base, one, two, v3) in rows {
+    for (n, base, one, two, v3, ceiling) in rows {
         table.row([
             n.to_string(),
             format!("{base:.0}"),
@@ -82,10 +86,13 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
             format!("{:.2}", two / base),
             format!("{v3:.0}"),
             format!("{:.2}", one / v3),
+            format!("{ceiling:.0}"),
+            format!("{:.2}", ceiling / v3),
+            format!("{:.2}", one / ceiling),
         ]);
     }
     table.write(out);
-    out.push_str("etcd v3lock: `/v3/lock/lock` + `/v3/lock/unlock` through etcd's JSON gateway on one member, each client with a lease granted once and a lock name of its own. Raft proposals per acquire+release cycle, from the growth of `etcd_server_proposals_committed_total` (the highest member's) over each run:\n\n");
+    out.push_str("etcd v3lock: `/v3/lock/lock` + `/v3/lock/unlock` through etcd's JSON gateway on the leader, each client with a lease granted once and a lock name of its own. gRPC ceiling: what any gateway could reach at best, two transactions per cycle (`put if absent`, `delete if unchanged`) sent straight from a gRPC client to the leader, with no HTTP hop, no values, no queue and no watch. Raft proposals per acquire+release cycle, from the growth of `etcd_server_proposals_committed_total` (the highest member's) over each run:\n\n");
     let mut table = Table::new(&["N clients", "one gateway", "etcd v3lock"]);
     for (n, ours, theirs) in proposals {
         table.row([n.to_string(), format!("{ours:.2}"), format!("{theirs:.2}")]);
@@ -153,7 +160,7 @@ pub async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
 
 /// 16 clients taking turns on one lock of etcd's own lock service for `run`, each holding it
 /// 10 ms, each with a lease of its own, all through the JSON gateway at `addr`.
-async fn v3lock_contention(addr: &str, run: Duration) -> Contention {
+pub async fn v3lock_contention(addr: &str, run: Duration) -> Contention {
     let sections = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + run;
     let name = base64(b"v3lock-bench-hot");
@@ -192,6 +199,57 @@ async fn v3lock_contention(addr: &str, run: Duration) -> Contention {
     }
     let sections = sections.lock().unwrap().clone();
     Contention::of(sections)
+}
+
+/// The ceiling of any gateway: acquire+release cycles as two transactions per cycle straight
+/// from an etcd gRPC client on the leader (`put if absent`, `delete if unchanged`), with no
+/// HTTP hop, no values, no queue and no watch; `n` clients, each on its own key.
+pub async fn raw_cycles(endpoint: &str, n: usize, duration: Duration) -> f64 {
+    use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+    let client = Client::connect([endpoint], None).await.expect("connecting to etcd");
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (mut client, done) = (client.clone(), done.clone());
+            tokio::spawn(async move {
+                let key = format!("raw-bench/{i}");
+                while started.elapsed() < duration {
+                    let put = Txn::new()
+                        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.as_str(), "owner", None)]);
+                    let granted = client.txn(put).await.expect("a grant");
+                    assert!(granted.succeeded());
+                    let at = granted.header().map_or(0, |header| header.revision());
+                    let delete = Txn::new()
+                        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, at)])
+                        .and_then([TxnOp::delete(key.as_str(), None)]);
+                    assert!(client.txn(delete).await.expect("a release").succeeded());
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a raw client");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The address of the member that leads (`etcd_server_is_leader 1` in its `/metrics`), or the
+/// first one.
+async fn leader(members: &[String]) -> String {
+    for _ in 0..50 {
+        for member in members {
+            let Ok(answer) = reqwest::get(format!("http://{member}/metrics")).await else { continue };
+            let Ok(text) = answer.text().await else { continue };
+            if text.lines().any(|line| line == "etcd_server_is_leader 1") {
+                return member.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    members[0].clone()
 }
 
 /// The highest `etcd_server_proposals_committed_total` among the members (the leader's).

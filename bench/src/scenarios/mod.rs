@@ -16,7 +16,7 @@ mod watching;
 pub use clients::language_clients;
 pub use contended::contended;
 pub use durability::durability;
-pub use etcd::{etcd, v3lock_cycles};
+pub use etcd::{etcd, raw_cycles, v3lock_contention, v3lock_cycles};
 pub use held::million;
 pub use resources::at_the_caps;
 pub use security::security;

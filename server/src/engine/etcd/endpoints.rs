@@ -9,10 +9,11 @@
 //! that member's own connection (a follower would forward each proposal to it, one more hop),
 //! and to the balanced client while no leader is known.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 use tracing::{info, warn};
@@ -24,10 +25,10 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs for the gateway's life, adding and removing `client`'s endpoints as members come and go,
-/// and keeping `leader` to a client of the leading member alone.
+/// and keeping `leader` to the leading member's URL and a client of it alone.
 pub(super) async fn monitor(
     client: Client,
-    leader: Arc<Mutex<Option<Client>>>,
+    leader: Arc<watch::Sender<Option<(String, Client)>>>,
     endpoints: Vec<String>,
     options: ConnectOptions,
 ) {
@@ -64,10 +65,16 @@ pub(super) async fn monitor(
         while let Some(Ok((index, answered, leads))) = answers.join_next().await {
             alive[index] = answered;
             if leads {
-                leading = Some(probes[index].1.clone());
+                leading = Some(probes[index].clone());
             }
         }
-        *leader.lock().unwrap_or_else(|e| e.into_inner()) = leading;
+        leader.send_if_modified(|known| {
+            let changed = known.as_ref().map(|(url, _)| url) != leading.as_ref().map(|(url, _)| url);
+            if changed {
+                *known = leading;
+            }
+            changed
+        });
         let wanted = if alive.iter().any(|alive| *alive) { alive } else { vec![true; probes.len()] };
         for (index, (endpoint, _)) in probes.iter().enumerate() {
             let changed = match (in_use[index], wanted[index]) {

@@ -45,10 +45,11 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
             sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (progress_wanted, followed) = match inner.upgrade() {
-            Some(inner) => (inner.progress_wanted.clone(), inner.followed.clone()),
+        let (progress_wanted, followed, mut leader) = match inner.upgrade() {
+            Some(inner) => (inner.progress_wanted.clone(), inner.followed.clone(), inner.leader.subscribe()),
             None => return,
         };
+        leader.mark_unchanged();
         loop {
             let message = tokio::select! {
                 message = stream.message() => message,
@@ -56,6 +57,8 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                     let _ = stream.request_progress().await;
                     continue;
                 }
+                // Another member leads now: watch there, where commits are seen first.
+                _ = leader.changed() => break,
             };
             let Ok(Some(response)) = message else { break };
             if response.canceled() && response.compact_revision() == 0 {
@@ -67,28 +70,30 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                 from = 0;
                 break;
             }
-            // Every change up to the response's revision has now been delivered.
-            let through = response.header().map_or(0, |header| header.revision());
-            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else {
+            let advance = |through: i64| {
                 followed.send_if_modified(|followed| {
                     std::mem::replace(followed, through.max(*followed)) < through
-                });
+                })
+            };
+            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else {
+                // A progress report: every change up to its revision was delivered (not so for
+                // the report that a watch was created, which may still be catching up).
+                if !response.created() {
+                    let through = response.header().map_or(0, |header| header.revision());
+                    from = from.max(through + 1);
+                    advance(through);
+                }
                 continue;
             };
             from = last.mod_revision() + 1;
             let Some(inner) = inner.upgrade() else { return };
             inner.mirror.apply(&inner.keys, response.events());
-            if !events.active() {
-                followed.send_if_modified(|followed| {
-                    std::mem::replace(followed, through.max(*followed)) < through
-                });
-                continue;
+            if events.active() {
+                for event in inner.lock_events(response.events()).await {
+                    events.publish(event);
+                }
             }
-            for event in inner.lock_events(response.events()).await {
-                events.publish(event);
-            }
-            followed
-                .send_if_modified(|followed| std::mem::replace(followed, through.max(*followed)) < through);
+            advance(last.mod_revision());
         }
         sleep(Duration::from_millis(20)).await;
     }

@@ -71,27 +71,48 @@ struct State {
     /// Holds this gateway ended itself, at the revision it ended them, until the watch
     /// delivers that revision (so a late-arriving picture of the hold does not bring it back).
     ended: HashMap<String, i64>,
-    /// This gateway's waiters' wake-ups, by lock: the notifier and how many wait on it.
-    local: HashMap<String, (Arc<Notify>, usize)>,
+    /// This gateway's waiters' wake-ups, by lock and by the waiter's place in the queue.
+    local: HashMap<String, BTreeMap<i64, Arc<Notify>>>,
     /// How many lease records were deleted so far (lease-bound waiters check theirs then).
     leases_ended: u64,
 }
 
-/// One waiter's interest in a lock: wakes it when the lock changes; forgotten when dropped.
+/// One waiter's interest in its lock: wakes it when the lock changes while it is one of this
+/// gateway's first two waiters on the lock (the one that may be granted, and the next, which
+/// may become the head); forgotten when dropped.
 pub(super) struct Interest<'a> {
     mirror: &'a Mirror,
     name: String,
+    revision: i64,
     pub(super) notify: Arc<Notify>,
 }
 
 impl Drop for Interest<'_> {
     fn drop(&mut self) {
         let mut state = self.mirror.state();
-        if let Some((_, count)) = state.local.get_mut(&self.name) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(waiters) = state.local.get_mut(&self.name) {
+            waiters.remove(&self.revision);
+            if waiters.is_empty() {
                 state.local.remove(&self.name);
             }
+        }
+        // The next of this gateway's waiters is now among the first two.
+        state.wake(&self.name);
+    }
+}
+
+impl State {
+    /// Wakes this gateway's first two waiters on `name`.
+    fn wake(&self, name: &str) {
+        for notify in self.local.get(name).into_iter().flat_map(|waiters| waiters.values().take(2)) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiter of this gateway.
+    fn wake_all(&self) {
+        for notify in self.local.values().flat_map(|waiters| waiters.values()) {
+            notify.notify_waiters();
         }
     }
 }
@@ -131,12 +152,11 @@ impl Mirror {
         self.state().leases_ended
     }
 
-    /// Registers a waiter's interest in `name`.
-    pub(super) fn interest(&self, name: &str) -> Interest<'_> {
-        let mut state = self.state();
-        let (notify, count) = state.local.entry(name.to_string()).or_insert_with(|| (Arc::default(), 0));
-        *count += 1;
-        Interest { mirror: self, name: name.to_string(), notify: notify.clone() }
+    /// Registers the interest of the waiter queued for `name` at `revision`.
+    pub(super) fn interest(&self, name: &str, revision: i64) -> Interest<'_> {
+        let notify = Arc::new(Notify::new());
+        self.state().local.entry(name.to_string()).or_default().insert(revision, notify.clone());
+        Interest { mirror: self, name: name.to_string(), revision, notify }
     }
 
     /// Replaces the whole picture with what was read at `revision`.
@@ -150,9 +170,7 @@ impl Mirror {
         state.applied = revision;
         state.ended.clear();
         state.leases_ended += 1;
-        for (notify, _) in state.local.values() {
-            notify.notify_waiters();
-        }
+        state.wake_all();
     }
 
     /// Applies what the watch delivered.
@@ -196,15 +214,11 @@ impl Mirror {
         state.ended.retain(|_, revision| *revision > applied);
         if lease_ended {
             state.leases_ended += 1;
-            for (notify, _) in state.local.values() {
-                notify.notify_waiters();
-            }
+            state.wake_all();
             return;
         }
         for name in changed {
-            if let Some((notify, _)) = state.local.get(&name) {
-                notify.notify_waiters();
-            }
+            state.wake(&name);
         }
     }
 
@@ -229,9 +243,7 @@ impl Mirror {
                 state.queues.remove(name);
             }
         }
-        if let Some((notify, _)) = state.local.get(name) {
-            notify.notify_waiters();
-        }
+        state.wake(name);
     }
 
     /// Records that this gateway ended the hold of `name` at `revision`.
@@ -244,8 +256,6 @@ impl Mirror {
             state.holds.remove(name);
         }
         state.ended.insert(name.to_string(), revision);
-        if let Some((notify, _)) = state.local.get(name) {
-            notify.notify_waiters();
-        }
+        state.wake(name);
     }
 }

@@ -119,9 +119,9 @@ struct Inner {
     me: std::sync::Weak<Inner>,
     /// The etcd client over every member that answers (see `endpoints.rs`).
     balanced: Client,
-    /// A client of the current leader alone, when known: requests sent there skip a
-    /// follower's forwarding hop.
-    leader: Arc<Mutex<Option<Client>>>,
+    /// The current leader's URL and a client of it alone, when known: requests sent there
+    /// skip a follower's forwarding hop, and the watch sees commits first.
+    leader: Arc<watch::Sender<Option<(String, Client)>>>,
     keys: Keys,
     session: Session,
     backstops: Backstops,
@@ -199,7 +199,7 @@ impl EtcdBackend {
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             balanced: client,
-            leader: Arc::default(),
+            leader: Arc::new(watch::channel(None).0),
             keys: Keys::new(&options.prefix),
             session: Session::new(),
             backstops: Backstops::new(),
@@ -416,8 +416,8 @@ impl LockBackend for EtcdBackend {
 impl Inner {
     /// The client to send requests with: the leader's own when known, else the balanced one.
     fn client(&self) -> Client {
-        let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-        leader.as_ref().unwrap_or(&self.balanced).clone()
+        let leader = self.leader.borrow();
+        leader.as_ref().map_or(&self.balanced, |(_, client)| client).clone()
     }
 
     /// Runs a transaction; an etcd error is `unavailable`.

@@ -169,7 +169,7 @@ impl Queued {
     /// Waits until this request is granted, its lease dies, or `wait_until`.
     pub(super) async fn wait(mut self, request: &AcquireRequest, wait_until: Instant) -> Result<Grant> {
         let inner = self.inner.clone();
-        let interest = inner.mirror.interest(&self.place.name);
+        let interest = inner.mirror.interest(&self.place.name, self.revision);
         let mut shutting_down_rx = inner.shutting_down.subscribe();
         let mut failing_since: Option<Instant> = None;
         let lease_bound = matches!(request.lifetime, Lifetime::Lease(_));
