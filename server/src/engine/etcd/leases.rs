@@ -9,7 +9,6 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use super::keys::{decode, encode, lease_name, lease_number, LeaseRecord};
 use super::reads::{ms_left, revision};
-use super::session::keep_alive_once;
 use super::timers::Due;
 use super::{etcd_error, lease_not_found, Inner};
 use crate::engine::clock::wall_now_ms;
@@ -37,7 +36,7 @@ impl Inner {
         let id = lease_number(&lease.0)?;
         loop {
             let (record, mod_revision) = inner.live_lease(&lease.0).await?;
-            match keep_alive_once(&inner.client(), id).await {
+            match inner.keepers.keep_alive(&inner.client(), id).await {
                 None => {
                     return Err(EngineError::Unavailable("etcd did not answer the lease keepalive".into()))
                 }
@@ -119,6 +118,7 @@ impl Inner {
             return Ok(false);
         }
         self.cancel(&key);
+        self.keepers.forget(id);
         match self.client().lease_revoke(id).await {
             Err(error) if !lease_not_found(&error) => return Err(etcd_error(error)),
             _ => {}

@@ -24,17 +24,18 @@
 //!
 //! Where each job lives: `holds.rs` (holder transactions), `handoff.rs` (ending a hold and
 //! handing it to the head waiter in one transaction), `queue.rs` (the waiter recipe),
-//! `mirror.rs` (the gateway's picture of every hold and waiter, from its one watch),
-//! `reads.rs` (inspection and listing), `leases.rs` (the API's leases), `timers.rs` (deletions on
-//! this gateway's clock), `keys.rs` (the key layout), `session.rs` (the gateway's own leases),
-//! `endpoints.rs` (which members are in use), `events.rs` (the gateway's one watch on the
-//! holder keys, feeding `GET /watch`). This file holds the options, setup and the
-//! [`LockBackend`] impl.
+//! `mirror.rs` (the gateway's picture of every hold and waiter), `events.rs` (the gateway's one
+//! watch, which keeps the mirror and feeds `GET /watch`), `reads.rs` (inspection and listing),
+//! `leases.rs` (the API's leases), `timers.rs` (deletions on this gateway's clock), `keys.rs`
+//! (the key layout), `session.rs` (the gateway's own leases), `keepers.rs` (open keepalive
+//! streams), `endpoints.rs` (which members are in use, and which leads). This file holds the
+//! options, setup and the [`LockBackend`] impl.
 
 mod endpoints;
 mod events;
 mod handoff;
 mod holds;
+mod keepers;
 mod keys;
 mod leases;
 mod mirror;
@@ -56,6 +57,7 @@ use tokio::time::Instant;
 
 use self::handoff::Ending;
 use self::holds::Attempt;
+use self::keepers::Keepers;
 use self::keys::Keys;
 use self::mirror::Mirror;
 use self::queue::{Place, Queued};
@@ -125,6 +127,8 @@ struct Inner {
     keys: Keys,
     session: Session,
     backstops: Backstops,
+    /// Open keepalive streams, one per etcd lease kept alive.
+    keepers: Keepers,
     /// The deletions this gateway will make on time, by key: (the key's mod revision, timer).
     timers: Mutex<HashMap<Vec<u8>, (i64, AbortHandle)>>,
     value_retention: Duration,
@@ -203,6 +207,7 @@ impl EtcdBackend {
             keys: Keys::new(&options.prefix),
             session: Session::new(),
             backstops: Backstops::new(),
+            keepers: Keepers::default(),
             timers: Mutex::default(),
             value_retention: options.value_retention,
             shutting_down: watch::channel(false).0,
@@ -217,7 +222,9 @@ impl EtcdBackend {
         });
         tokio::spawn(events::follow(Arc::downgrade(&inner), inner.events.clone()));
         let keeper = inner.clone();
-        tokio::spawn(async move { keeper.session.keep_alive(keeper.balanced.clone()).await });
+        tokio::spawn(
+            async move { keeper.session.keep_alive(keeper.balanced.clone(), &keeper.keepers).await },
+        );
         let (balanced, leader) = (inner.balanced.clone(), inner.leader.clone());
         tokio::spawn(endpoints::monitor(balanced, leader, options.endpoints, connect));
         Ok(EtcdBackend { inner })

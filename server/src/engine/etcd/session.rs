@@ -3,11 +3,11 @@
 //! - [`Session`]: one lease kept alive by this gateway, to which its waiter keys are bound, so
 //!   that the queue forgets the waiters of a gateway that died within [`SESSION_TTL`].
 //! - [`Backstops`]: shared leases with a given time to live, granted at most once a second per
-//!   time to live and bound to holder and value keys. They end a hold (or drop a value) when the
+//!   time to live (ahead of need, in the background) and bound to holder and value keys. They end a hold (or drop a value) when the
 //!   gateway that would have done it on time has died.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::Client;
@@ -15,6 +15,7 @@ use tokio::time::{sleep, Instant};
 use tracing::warn;
 
 use super::etcd_error;
+use super::keepers::Keepers;
 use crate::engine::Result;
 
 /// The time to live of a gateway's session lease, in seconds.
@@ -55,7 +56,7 @@ impl Session {
     /// Keeps the session lease alive, every third of its ttl; runs for the gateway's life.
     /// A lease etcd says is gone, or that could not be kept alive for a whole ttl, is
     /// forgotten, and the next waiter gets a new one.
-    pub(super) async fn keep_alive(&self, client: Client) {
+    pub(super) async fn keep_alive(&self, client: Client, keepers: &Keepers) {
         let period = Duration::from_secs(SESSION_TTL as u64) / 3;
         let mut kept: Option<(i64, Instant)> = None;
         loop {
@@ -65,7 +66,7 @@ impl Session {
                 Some((kept_id, at)) if kept_id == id => at,
                 _ => Instant::now(),
             };
-            let gone = match keep_alive_once(&client, id).await {
+            let gone = match keepers.keep_alive(&client, id).await {
                 Some(ttl) if ttl > 0 => {
                     kept = Some((id, Instant::now()));
                     false
@@ -84,26 +85,23 @@ impl Session {
     }
 }
 
-/// Sends one keepalive for `id`; the ttl etcd answers (0 when the lease is gone), or `None`
-/// when etcd could not be reached.
-pub(super) async fn keep_alive_once(client: &Client, id: i64) -> Option<i64> {
-    let (mut keeper, mut stream) = client.clone().lease_keep_alive(id).await.ok()?;
-    keeper.keep_alive().await.ok()?;
-    let answer = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
-    match answer {
-        Ok(Ok(Some(response))) => Some(response.ttl()),
-        _ => None,
-    }
+/// Shared leases by time to live, each handed out for [`BACKSTOP_REUSE`] after its grant; the
+/// next is granted in the background half way through, so requests rarely wait for a grant.
+pub(super) struct Backstops {
+    granted: Arc<Mutex<HashMap<i64, Backstop>>>,
 }
 
-/// Shared leases by time to live, each handed out for [`BACKSTOP_REUSE`] after its grant.
-pub(super) struct Backstops {
-    granted: Mutex<HashMap<i64, (i64, Instant)>>,
+/// One shared lease.
+struct Backstop {
+    id: i64,
+    granted_at: Instant,
+    /// Its successor is being granted.
+    refilling: bool,
 }
 
 impl Backstops {
     pub(super) fn new() -> Backstops {
-        Backstops { granted: Mutex::default() }
+        Backstops { granted: Arc::default() }
     }
 
     /// A lease that ends no sooner than `after` from now (and, with etcd's whole seconds and
@@ -111,18 +109,41 @@ impl Backstops {
     pub(super) async fn lease(&self, client: &Client, after: Duration) -> Result<i64> {
         let ttl = after.as_secs() as i64 + 1 + BACKSTOP_REUSE.as_secs() as i64;
         let now = Instant::now();
-        if let Some((id, at)) = self.granted.lock().unwrap_or_else(|e| e.into_inner()).get(&ttl) {
-            if now.duration_since(*at) < BACKSTOP_REUSE {
-                return Ok(*id);
+        if let Some(current) = self.granted.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&ttl) {
+            let age = now.duration_since(current.granted_at);
+            if age < BACKSTOP_REUSE {
+                if age >= BACKSTOP_REUSE / 2 && !current.refilling {
+                    current.refilling = true;
+                    tokio::spawn(refill(self.granted.clone(), client.clone(), ttl));
+                }
+                return Ok(current.id);
             }
         }
         let id = client.clone().lease_grant(ttl, None).await.map_err(etcd_error)?.id();
-        self.granted.lock().unwrap_or_else(|e| e.into_inner()).insert(ttl, (id, now));
+        let backstop = Backstop { id, granted_at: now, refilling: false };
+        self.granted.lock().unwrap_or_else(|e| e.into_inner()).insert(ttl, backstop);
         Ok(id)
     }
 
     /// Forgets a lease etcd no longer knows.
     pub(super) fn forget(&self, id: i64) {
-        self.granted.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (granted, _)| *granted != id);
+        self.granted.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, backstop| backstop.id != id);
+    }
+}
+
+/// Grants the successor of the shared lease of `ttl` seconds.
+async fn refill(granted: Arc<Mutex<HashMap<i64, Backstop>>>, client: Client, ttl: i64) {
+    let started = Instant::now();
+    let next = client.clone().lease_grant(ttl, None).await;
+    let mut granted = granted.lock().unwrap_or_else(|e| e.into_inner());
+    match next {
+        Ok(next) => {
+            granted.insert(ttl, Backstop { id: next.id(), granted_at: started, refilling: false });
+        }
+        Err(_) => {
+            if let Some(current) = granted.get_mut(&ttl) {
+                current.refilling = false;
+            }
+        }
     }
 }
