@@ -199,3 +199,74 @@ async fn run_client(
         let _ = api.request(reqwest::Method::POST, "/release").json(&release).send().await;
     }
 }
+
+/// Waits until `resource` has `count` waiters, as seen through `api`.
+async fn waiters(api: &Api, resource: &str, count: u64) {
+    for _ in 0..500 {
+        if api.inspect(resource).await.body["waiters"] == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{resource} never had {count} waiters");
+}
+
+/// A hold handed to a waiter with neither expiry nor lease is bound to the waiter's gateway's
+/// etcd session at first, then rebound to nothing: once settled, it outlives that gateway, as
+/// every hold without expiry does.
+#[tokio::test]
+async fn a_handed_off_hold_outlives_its_gateway_once_settled() {
+    let _serial = SERIAL.lock().await;
+    let cluster = EtcdCluster::start(1);
+    let (first, second) = (gateway(&cluster, "settle/"), gateway(&cluster, "settle/"));
+    let (api, other) = (first.api(), second.api());
+    let held = api.acquire(json!({"resource": "r", "owner": "a"})).await.token();
+    let waiter =
+        tokio::spawn(async move { other.acquire(json!({"resource": "r", "owner": "b", "wait": 10})).await });
+    waiters(&api, "r", 1).await;
+    assert_eq!(api.release(json!({"resource": "r", "owner": "a"})).await.status, 200);
+    let handed = waiter.await.unwrap();
+    assert_eq!(handed.status, 200, "{:?}", handed.body);
+    assert!(handed.token() > held, "tokens grow across a hand-off");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    second.kill();
+    // Past the dead gateway's session lease (5 s) and etcd's lease checks.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let now = api.inspect("r").await;
+    assert_eq!((now.status, now.body["owner"].clone()), (200, json!("b")), "{:?}", now.body);
+    assert_eq!(now.body["token"], handed.token());
+}
+
+/// A waiter whose gateway died is not left holding the lock: a hand-off made to it before etcd
+/// noticed (its waiter key lives until that gateway's session lease runs out) ends with that
+/// lease, and the next waiter gets the lock.
+#[tokio::test]
+async fn a_hand_off_to_a_dead_gateways_waiter_does_not_keep_the_lock() {
+    let _serial = SERIAL.lock().await;
+    let cluster = EtcdCluster::start(1);
+    let (first, second) = (gateway(&cluster, "dead/"), gateway(&cluster, "dead/"));
+    let (api, other) = (first.api(), second.api());
+    let held = api.acquire(json!({"resource": "r", "owner": "a"})).await.token();
+    let gone =
+        tokio::spawn(async move { other.acquire(json!({"resource": "r", "owner": "b", "wait": 30})).await });
+    waiters(&api, "r", 1).await;
+    let patient = {
+        let api = api.clone();
+        tokio::spawn(async move { api.acquire(json!({"resource": "r", "owner": "c", "wait": 30})).await })
+    };
+    waiters(&api, "r", 2).await;
+    second.kill();
+    gone.abort();
+    let started = Instant::now();
+    assert_eq!(api.release(json!({"resource": "r", "owner": "a"})).await.status, 200);
+    let granted =
+        tokio::time::timeout(Duration::from_secs(15), patient).await.expect("c is granted").unwrap();
+    assert_eq!((granted.status, granted.body["owner"].clone()), (200, json!("c")), "{:?}", granted.body);
+    assert!(granted.token() > held);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "within the session lease's time: {:?}",
+        started.elapsed()
+    );
+}

@@ -253,7 +253,7 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Where this backend publishes its lock events (`GET /watch`).
     fn events(&self) -> &Arc<watch::WatchHub>;
     /// Resolves once [`LockBackend::events`] has published every change made before the call
-    /// (etcd: once the gateway's watch has passed etcd's current revision, at most a second),
+    /// (etcd: once the gateway's watch has passed etcd's current revision, at most 3 s),
     /// so that a new watcher's state, read after it subscribes, is not older than its events.
     async fn events_caught_up(&self) {}
     /// The events after id `after` from the backend's own history, for a watcher that resumes

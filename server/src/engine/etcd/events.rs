@@ -19,6 +19,9 @@ use crate::engine::clock::wall_now_ms;
 use crate::engine::watch::{EventHold, EventKind, LockEvent, WatchHub};
 use crate::engine::Result;
 
+/// How long a new watcher waits for the gateway's watch to catch up with etcd.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(3);
+
 /// How many keys one read of the mirror's first load fetches.
 const MIRROR_PAGE: i64 = 1000;
 
@@ -101,7 +104,7 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
 
 impl Inner {
     /// Resolves once this gateway's watch has delivered every change committed before the
-    /// call (at most a second; etcd is asked for a progress report when nothing changes).
+    /// call (at most [`CATCH_UP_WITHIN`]; etcd is asked for a progress report when nothing changes).
     pub(super) async fn caught_up(&self) {
         let Ok(now) = self
             .client()
@@ -122,7 +125,13 @@ impl Inner {
                 let _ = tokio::time::timeout(Duration::from_millis(50), followed.changed()).await;
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), reached).await;
+        if tokio::time::timeout(CATCH_UP_WITHIN, reached).await.is_err() {
+            tracing::warn!(
+                revision = current,
+                followed = *self.followed.borrow(),
+                "the gateway's etcd watch did not catch up within {CATCH_UP_WITHIN:?}; a new watcher may see a change twice"
+            );
+        }
     }
 
     /// Reads every hold and waiter into the mirror, at one revision, which it returns.
