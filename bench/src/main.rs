@@ -20,6 +20,11 @@ use std::time::Instant;
 
 use server::Server;
 
+/// The runtime of the one-figure subcommands.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
@@ -27,52 +32,23 @@ fn main() {
             bare::run(args.next().unwrap_or_default(), args.next()).expect("the bare server");
             return;
         }
-        // `cycles ADDR N SECONDS`: one uncontended figure against a running server, for profiling.
-        Some("cycles") => {
+        // `cycles ADDR N SECONDS`: one uncontended figure against a running server, for profiling;
+        // `v3lock ETCD_ADDR N SECONDS`: etcd's own lock service, the same way, for comparison;
+        // `etcd-raw ETCD_URL N SECONDS`: two transactions per cycle from a gRPC client.
+        Some(which @ ("cycles" | "v3lock" | "etcd-raw")) => {
             let (addr, n, secs) =
                 (args.next().expect("ADDR"), args.next().expect("N"), args.next().expect("SECONDS"));
-            let (n, secs): (usize, u64) = (n.parse().expect("N"), secs.parse().expect("SECONDS"));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let scripts = measure::cycle_scripts(n, "cycles");
-            let rate = runtime.block_on(measure::rounds_per_second(
-                &addr,
-                scripts,
-                std::time::Duration::from_secs(secs),
-            ));
-            println!("{rate:.0} cycles/s");
-            return;
-        }
-        // `v3lock ETCD_ADDR N SECONDS`: etcd's own lock service, the same way, for comparison.
-        Some("v3lock") => {
-            let (addr, n, secs) =
-                (args.next().expect("ETCD_ADDR"), args.next().expect("N"), args.next().expect("SECONDS"));
-            let (n, secs): (usize, u64) = (n.parse().expect("N"), secs.parse().expect("SECONDS"));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let rate =
-                runtime.block_on(scenarios::v3lock_cycles(&addr, n, std::time::Duration::from_secs(secs)));
-            println!("{rate:.0} cycles/s");
-            return;
-        }
-        // `etcd-raw ETCD_URL N SECONDS`: two transactions per cycle from a gRPC client.
-        Some("etcd-raw") => {
-            let (addr, n, secs) =
-                (args.next().expect("ETCD_URL"), args.next().expect("N"), args.next().expect("SECONDS"));
-            let (n, secs): (usize, u64) = (n.parse().expect("N"), secs.parse().expect("SECONDS"));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let rate =
-                runtime.block_on(scenarios::raw_cycles(&addr, n, std::time::Duration::from_secs(secs)));
+            let n: usize = n.parse().expect("N");
+            let run = std::time::Duration::from_secs(secs.parse().expect("SECONDS"));
+            let rate = runtime().block_on(async {
+                match which {
+                    "cycles" => {
+                        measure::rounds_per_second(&addr, measure::cycle_scripts(n, "cycles"), run).await
+                    }
+                    "v3lock" => scenarios::v3lock_cycles(&addr, n, run).await,
+                    _ => scenarios::raw_cycles(&addr, n, run).await,
+                }
+            });
             println!("{rate:.0} cycles/s");
             return;
         }
@@ -81,12 +57,7 @@ fn main() {
         Some(which @ ("contended" | "v3lock-contended")) => {
             let (addr, secs) = (args.next().expect("ADDR"), args.next().expect("SECONDS"));
             let run = std::time::Duration::from_secs(secs.parse().expect("SECONDS"));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let figures = runtime.block_on(async {
+            let figures = runtime().block_on(async {
                 match which {
                     "contended" => measure::contention(&[addr], "cli", run).await,
                     _ => scenarios::v3lock_contention(&addr, run).await,

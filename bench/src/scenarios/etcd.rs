@@ -128,19 +128,7 @@ pub async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
         .map(|i| {
             let (addr, done) = (addr.to_string(), done.clone());
             tokio::spawn(async move {
-                let mut conn = Conn::connect(&addr).await.expect("connecting to etcd");
-                let (_, granted) = conn
-                    .call(&request("POST", "/v3/lease/grant", SECRET, r#"{"TTL": 60}"#))
-                    .await
-                    .expect("lease");
-                let lease = json_field(granted, "ID");
-                let name = base64(format!("v3lock-bench-{i}").as_bytes());
-                let lock = request(
-                    "POST",
-                    "/v3/lock/lock",
-                    SECRET,
-                    &format!(r#"{{"name":"{name}","lease":"{lease}"}}"#),
-                );
+                let (mut conn, lock) = v3lock_client(&addr, format!("v3lock-bench-{i}").as_bytes()).await;
                 while started.elapsed() < duration {
                     let (status, locked) = conn.call(&lock).await.expect("lock");
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(locked));
@@ -163,23 +151,11 @@ pub async fn v3lock_cycles(addr: &str, n: usize, duration: Duration) -> f64 {
 pub async fn v3lock_contention(addr: &str, run: Duration) -> Contention {
     let sections = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + run;
-    let name = base64(b"v3lock-bench-hot");
     let tasks: Vec<_> = (0..16)
         .map(|client| {
-            let (addr, sections, name) = (addr.to_string(), sections.clone(), name.clone());
+            let (addr, sections) = (addr.to_string(), sections.clone());
             tokio::spawn(async move {
-                let mut conn = Conn::connect(&addr).await.expect("connecting to etcd");
-                let (_, granted) = conn
-                    .call(&request("POST", "/v3/lease/grant", SECRET, r#"{"TTL": 60}"#))
-                    .await
-                    .expect("lease");
-                let lease = json_field(granted, "ID");
-                let lock = request(
-                    "POST",
-                    "/v3/lock/lock",
-                    SECRET,
-                    &format!(r#"{{"name":"{name}","lease":"{lease}"}}"#),
-                );
+                let (mut conn, lock) = v3lock_client(&addr, b"v3lock-bench-hot").await;
                 while Instant::now() < deadline {
                     let (status, locked) = conn.call(&lock).await.expect("lock");
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(locked));
@@ -250,6 +226,17 @@ async fn leader(members: &[String]) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     members[0].clone()
+}
+
+/// A keep-alive connection to etcd's JSON gateway at `addr` with a lease of its own, and the
+/// request that locks `name` under that lease.
+async fn v3lock_client(addr: &str, name: &[u8]) -> (Conn, Vec<u8>) {
+    let mut conn = Conn::connect(addr).await.expect("connecting to etcd");
+    let (_, granted) =
+        conn.call(&request("POST", "/v3/lease/grant", SECRET, r#"{"TTL": 60}"#)).await.expect("lease");
+    let lease = json_field(granted, "ID");
+    let body = format!(r#"{{"name":"{}","lease":"{lease}"}}"#, base64(name));
+    (conn, request("POST", "/v3/lock/lock", SECRET, &body))
 }
 
 /// The highest `etcd_server_proposals_committed_total` among the members (the leader's).

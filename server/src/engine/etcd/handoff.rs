@@ -130,6 +130,12 @@ impl Inner {
         ))
     }
 
+    /// Ends a hold past its deadline, or one given back, if its holder key is unchanged since
+    /// `mod_revision`; its value stays for the next holder.
+    pub(super) async fn end_expired(&self, name: &str, mod_revision: i64) -> Result<bool> {
+        self.end_hold(name, Ending { mod_revision, lease: None, keep_value: true }).await
+    }
+
     /// The transaction of one try, the backstop lease it binds (0: none) and the record it
     /// writes for a hand-off.
     async fn ending_txn(

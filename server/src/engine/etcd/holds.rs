@@ -9,7 +9,6 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
 };
 
-use super::handoff::Ending;
 use super::keys::{decode, encode, lease_number, HoldRecord, WaiterRecord};
 use super::queue::Place;
 use super::reads::{gets, revision, Hold};
@@ -219,8 +218,7 @@ impl Inner {
         let hold = reads[0].first().map(Hold::parse).transpose()?;
         match hold {
             Some(hold) if hold.expired(wall_now_ms()) => {
-                let ending = Ending { mod_revision: hold.mod_revision, lease: None, keep_value: true };
-                self.end_hold(name, ending).await?;
+                self.end_expired(name, hold.mod_revision).await?;
                 Ok(if queued { Attempt::Queued(at) } else { Attempt::Retry })
             }
             Some(hold) if hold.record.owner == request.owner => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::handoff::{Ending, SETTLE_AFTER};
+use super::handoff::SETTLE_AFTER;
 use super::keys::{encode, WaiterRecord};
 use super::mirror::Situation;
 use super::reads::{gets, ms_left, revision, Hold};
@@ -119,8 +119,7 @@ impl Drop for Place {
         runtime.spawn(async move {
             if let Ok(Some(hold)) = inner.leave_queue(&name, &key).await {
                 if hold.record.waiter.as_deref() == Some(id.as_str()) {
-                    let ending = Ending { mod_revision: hold.mod_revision, lease: None, keep_value: true };
-                    let _ = inner.end_hold(&name, ending).await;
+                    let _ = inner.end_expired(&name, hold.mod_revision).await;
                 }
             }
         });
@@ -250,8 +249,7 @@ impl Queued {
         match situation.hold {
             None => self.take(request).await,
             Some(hold) if hold.expired(wall_now_ms()) => {
-                let ending = Ending { mod_revision: hold.mod_revision, lease: None, keep_value: true };
-                self.inner.end_hold(&self.place.name, ending).await?;
+                self.inner.end_expired(&self.place.name, hold.mod_revision).await?;
                 Ok(Look::Wait(None))
             }
             Some(hold) => Ok(Look::Wait(

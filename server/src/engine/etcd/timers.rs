@@ -8,7 +8,6 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::time::sleep;
 use tracing::warn;
 
-use super::handoff::Ending;
 use super::Inner;
 
 /// A deletion a gateway makes on its own timer, if the key was not rewritten since.
@@ -38,14 +37,11 @@ impl Inner {
             for attempt in 0..50 {
                 let Some(inner) = inner.upgrade() else { return };
                 let done = match &due {
-                    Due::Hold(name) => {
-                        let ending = Ending { mod_revision, lease: None, keep_value: true };
-                        inner.end_hold(name, ending).await.map(|ended| {
-                            if ended {
-                                crate::metrics::global().ended(true, None);
-                            }
-                        })
-                    }
+                    Due::Hold(name) => inner.end_expired(name, mod_revision).await.map(|ended| {
+                        if ended {
+                            crate::metrics::global().ended(true, None);
+                        }
+                    }),
                     Due::Value(_) => {
                         let txn = Txn::new()
                             .when([Compare::mod_revision(timer_key.clone(), CompareOp::Equal, mod_revision)])
