@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use etcd_client::{Event, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use tokio::sync::watch;
 use tokio::time::sleep;
 
 use super::keys::{decode, prefix_end, HoldRecord};
@@ -33,7 +34,10 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
         let Some(strong) = inner.upgrade() else { return };
         if from == 0 {
             match strong.load_mirror().await {
-                Ok(revision) => from = revision + 1,
+                Ok(revision) => {
+                    from = revision + 1;
+                    advance(&strong.followed, revision);
+                }
                 Err(_) => {
                     drop(strong);
                     sleep(Duration::from_millis(200)).await;
@@ -48,18 +52,14 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
             sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (progress_wanted, followed, mut leader) = match inner.upgrade() {
-            Some(inner) => (inner.progress_wanted.clone(), inner.followed.clone(), inner.leader.subscribe()),
+        let (followed, mut leader) = match inner.upgrade() {
+            Some(inner) => (inner.followed.clone(), inner.leader.subscribe()),
             None => return,
         };
         leader.mark_unchanged();
         loop {
             let message = tokio::select! {
                 message = stream.message() => message,
-                _ = progress_wanted.notified() => {
-                    let _ = stream.request_progress().await;
-                    continue;
-                }
                 // Another member leads now: watch there, where commits are seen first.
                 _ = leader.changed() => break,
             };
@@ -73,21 +73,9 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                 from = 0;
                 break;
             }
-            let advance = |through: i64| {
-                followed.send_if_modified(|followed| {
-                    std::mem::replace(followed, through.max(*followed)) < through
-                })
-            };
-            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else {
-                // A progress report: every change up to its revision was delivered (not so for
-                // the report that a watch was created, which may still be catching up).
-                if !response.created() {
-                    let through = response.header().map_or(0, |header| header.revision());
-                    from = from.max(through + 1);
-                    advance(through);
-                }
-                continue;
-            };
+            // Only events say how far the watch got: etcd 3.4 answers a progress request with
+            // its current revision even while events before it are still on their way.
+            let Some(last) = response.events().iter().rev().find_map(|event| event.kv()) else { continue };
             from = last.mod_revision() + 1;
             let Some(inner) = inner.upgrade() else { return };
             inner.mirror.apply(&inner.keys, response.events());
@@ -96,35 +84,36 @@ pub(super) async fn follow(inner: Weak<Inner>, events: Arc<WatchHub>) {
                     events.publish(event);
                 }
             }
-            advance(last.mod_revision());
+            advance(&followed, from - 1);
         }
         sleep(Duration::from_millis(20)).await;
     }
 }
 
+/// Records that the watch has delivered every change through `revision`.
+fn advance(followed: &watch::Sender<i64>, revision: i64) {
+    followed.send_if_modified(|followed| std::mem::replace(followed, revision.max(*followed)) < revision);
+}
+
 impl Inner {
     /// Resolves once this gateway's watch has delivered every change committed before the
-    /// call (at most [`CATCH_UP_WITHIN`]; etcd is asked for a progress report when nothing changes).
+    /// call (at most [`CATCH_UP_WITHIN`]). When the last changes were outside the watched keys,
+    /// it writes the progress key (inside them) and waits for that.
     pub(super) async fn caught_up(&self) {
-        let Ok(now) = self
-            .client()
-            .clone()
-            .get(self.keys.holds_prefix(), Some(GetOptions::new().with_count_only()))
-            .await
+        let mut client = self.client();
+        let Ok(now) = client.get(self.keys.holds_prefix(), Some(GetOptions::new().with_count_only())).await
         else {
             return;
         };
-        let current = now.header().map_or(0, |header| header.revision());
+        let mut current = now.header().map_or(0, |header| header.revision());
+        if *self.followed.borrow() >= current {
+            return;
+        }
+        if let Ok(put) = client.put(self.keys.progress(), "", None).await {
+            current = put.header().map_or(current, |header| header.revision());
+        }
         let mut followed = self.followed.subscribe();
-        let reached = async {
-            loop {
-                if *followed.borrow_and_update() >= current {
-                    return;
-                }
-                self.progress_wanted.notify_one();
-                let _ = tokio::time::timeout(Duration::from_millis(50), followed.changed()).await;
-            }
-        };
+        let reached = followed.wait_for(|followed| *followed >= current);
         if tokio::time::timeout(CATCH_UP_WITHIN, reached).await.is_err() {
             tracing::warn!(
                 revision = current,

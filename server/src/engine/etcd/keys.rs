@@ -10,6 +10,7 @@
 //! | `P q/{name}\0{waiter}`   | [`WaiterRecord`] | the queueing gateway's session lease             |
 //! | `P v/{name}\0`           | the lock's value | none while held; a retention lease once free     |
 //! | `P l/{lease id}`         | [`LeaseRecord`]  | the lease itself                                 |
+//! | `P i/progress`           | empty            | none (written so that a gateway's watch reports) |
 //!
 //! The holder key's create revision is the fencing token: it is written when the lock is
 //! granted and kept by refreshes, so tokens grow with etcd's revision across every gateway.
@@ -82,6 +83,12 @@ impl Keys {
         prefix_end(self.key("h/", prefix, b""))
     }
 
+    /// The key a gateway writes to learn when its watch has caught up (inside the watched
+    /// range, outside every resource's keys).
+    pub(super) fn progress(&self) -> Vec<u8> {
+        self.key("i/", "progress", b"")
+    }
+
     /// The prefix of every waiter key.
     pub(super) fn waiters_prefix(&self) -> Vec<u8> {
         self.key("q/", "", b"")
@@ -130,7 +137,8 @@ impl Keys {
     }
 
     /// The range (start, exclusive end) the gateway's one watch covers: the holder keys, the
-    /// lease records and the waiter keys (`h/`, `l/`, `q/`), not the values.
+    /// progress key, the lease records and the waiter keys (`h/`, `i/`, `l/`, `q/`), not the
+    /// values.
     pub(super) fn watched_range(&self) -> (Vec<u8>, Vec<u8>) {
         (self.key("h/", "", b""), prefix_end(self.key("q/", "", b"")))
     }

@@ -146,9 +146,6 @@ struct Inner {
     mirror: Mirror,
     /// The revision through which that watch delivered every change.
     followed: Arc<watch::Sender<i64>>,
-    /// Asks the watch for a progress report from etcd (which moves `followed` on when
-    /// nothing in the prefix changes).
-    progress_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// Counts an operation of this backend by its outcome (`lockserver_etcd_requests_total`). A
@@ -218,7 +215,6 @@ impl EtcdBackend {
             events: Arc::new(WatchHub::new(1)),
             mirror: Mirror::default(),
             followed: Arc::new(watch::channel(0).0),
-            progress_wanted: Arc::default(),
         });
         tokio::spawn(events::follow(Arc::downgrade(&inner), inner.events.clone()));
         let keeper = inner.clone();
