@@ -98,7 +98,7 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         table.row([n.to_string(), format!("{ours:.2}"), format!("{theirs:.2}")]);
     }
     table.write(out);
-    out.push_str("Contended: 16 clients on one resource, each holding it 10 ms (etcd v3lock: the same through etcd's JSON gateway on one member, each client with a lease of its own); raft proposals per grant as above.\n\n");
+    out.push_str("Contended: 16 clients on one resource, each holding it 10 ms (etcd v3lock: the same through etcd's JSON gateway on the leader, each client with a lease of its own); raft proposals per grant as above.\n\n");
     let mut table =
         Table::new(&["backend", "grants", "proposals per grant", "utilisation", "hand-off gap p50", "p99"]);
     for (name, figures, proposals) in [
