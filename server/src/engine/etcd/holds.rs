@@ -1,7 +1,8 @@
 //! Holder transactions: granting a free lock (or queueing in the same transaction), renewing
-//! the holder's own hold, refreshing a hold (ending one is `handoff.rs`). Each is one etcd transaction whose compares make it safe to run on any gateway
-//! at any time: a grant only if nobody holds and nobody queues, a renewal or end only if the
-//! holder key was not rewritten since it was read.
+//! the holder's own hold, refreshing a hold (ending one is `handoff.rs`). Each is one etcd
+//! transaction whose compares make it safe to run on any gateway at any time: a grant only if
+//! nobody holds and nobody queues, a renewal or refresh only if the holder key was not
+//! rewritten since it was read.
 
 use std::time::Duration;
 

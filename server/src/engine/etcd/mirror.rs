@@ -132,7 +132,7 @@ impl Mirror {
         self.state().queues.get(name).and_then(|queue| queue.values().next().cloned())
     }
 
-    /// What the waiter queued at `revision` with id `waiter` sees; `None` until the watch has
+    /// What the waiter queued at `revision` sees; `None` until the watch has
     /// delivered its own queueing.
     pub(super) fn situation(&self, name: &str, revision: i64) -> Option<Situation> {
         let state = self.state();
