@@ -177,7 +177,12 @@ impl Inner {
         }
         let head =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
-        otherwise.extend([TxnOp::get(hold_key, None), TxnOp::get(queue, Some(head))]);
+        otherwise.push(TxnOp::get(hold_key, None));
+        if place.is_none() {
+            // Who queues, for the `locked` answer (a queued request needs no head: sorting the
+            // queue by create revision reads every waiter inside etcd).
+            otherwise.push(TxnOp::get(queue, Some(head)));
+        }
         otherwise.extend(lease_key.clone().map(|key| TxnOp::get(key, None)));
         let txn = Txn::new()
             .when(when)
@@ -205,18 +210,21 @@ impl Inner {
             let grant = self.granted(name, at, &binding, request.value.as_deref(), &response).await?;
             return Ok(Attempt::Granted(grant));
         }
-        let reads = gets(&response);
+        let mut reads = gets(&response).into_iter();
+        let hold = reads.next().unwrap_or_default();
+        let head = if place.is_none() { reads.next().unwrap_or_default() } else { Vec::new() };
+        let lease_gone = lease_key.is_some() && reads.next().unwrap_or_default().is_empty();
         let leave = || async {
             if let Some(place) = place {
                 place.leave().await;
             }
         };
-        if lease_key.is_some() && reads.get(2).is_some_and(|kvs| kvs.is_empty()) {
+        if lease_gone {
             leave().await;
             return Err(EngineError::NoSuchLease);
         }
         let queued = place.is_some();
-        let hold = reads[0].first().map(Hold::parse).transpose()?;
+        let hold = hold.first().map(Hold::parse).transpose()?;
         match hold {
             Some(hold) if hold.expired(wall_now_ms()) => {
                 self.end_expired(name, hold.mod_revision).await?;
@@ -231,7 +239,7 @@ impl Inner {
                 owner: hold.record.owner.clone(),
                 expires_in: self.expires_in(&hold).await?,
             })),
-            None => match reads[1].first() {
+            None => match head.first() {
                 Some(head) => {
                     let waiter: WaiterRecord = decode(head.key(), head.value())?;
                     Ok(Attempt::Held(EngineError::Locked { owner: waiter.owner, expires_in: None }))
