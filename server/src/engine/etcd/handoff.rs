@@ -19,6 +19,7 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
+use super::holds::keep_value_op;
 use super::keys::{encode, lease_number, HoldRecord};
 use super::mirror::Waiting;
 use super::reads::{gets, revision, Hold};
@@ -149,7 +150,6 @@ impl Inner {
         let mut when = vec![Compare::mod_revision(hold_key.clone(), CompareOp::Equal, ending.mod_revision)];
         let lease_key = ending.lease.map(|lease| self.keys.lease(lease));
         when.extend(lease_key.clone().map(|key| Compare::version(key, CompareOp::Greater, 0)));
-        let value_exists = || Compare::version(value_key.clone(), CompareOp::Greater, 0);
         let (then, backstop, record) = match next {
             Next::HandTo(head) => {
                 let kept_value = ending.keep_value && head.record.value.is_none();
@@ -166,13 +166,7 @@ impl Inner {
                 let value_op = match &head.record.value {
                     Some(value) => TxnOp::put(value_key.clone(), value.as_str(), None),
                     // Kept: held again, so it loses its retention lease.
-                    None if kept_value => {
-                        TxnOp::txn(Txn::new().when([value_exists()]).and_then([TxnOp::put(
-                            value_key.clone(),
-                            "",
-                            Some(PutOptions::new().with_ignore_value()),
-                        )]))
-                    }
+                    None if kept_value => keep_value_op(&value_key, 0),
                     None => TxnOp::delete(value_key.clone(), None),
                 };
                 let then = vec![
@@ -193,12 +187,7 @@ impl Inner {
                 }
                 let value_op = if ending.keep_value {
                     let retention = self.backstops.lease(&self.client(), self.value_retention).await?;
-                    let options = PutOptions::new().with_ignore_value().with_lease(retention);
-                    TxnOp::txn(Txn::new().when([value_exists()]).and_then([TxnOp::put(
-                        value_key.clone(),
-                        "",
-                        Some(options),
-                    )]))
+                    keep_value_op(&value_key, retention)
                 } else {
                     TxnOp::delete(value_key.clone(), None)
                 };

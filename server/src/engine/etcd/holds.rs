@@ -93,11 +93,7 @@ impl Inner {
         let value_key = self.keys.value(name);
         let value_op = match value {
             Some(value) => TxnOp::put(value_key.clone(), value, None),
-            None => TxnOp::txn(
-                Txn::new().when([Compare::version(value_key.clone(), CompareOp::Greater, 0)]).and_then([
-                    TxnOp::put(value_key.clone(), "", Some(PutOptions::new().with_ignore_value())),
-                ]),
-            ),
+            None => keep_value_op(&value_key, 0),
         };
         let put_options = (binding.etcd_lease != 0).then(|| PutOptions::new().with_lease(binding.etcd_lease));
         vec![
@@ -105,6 +101,24 @@ impl Inner {
             TxnOp::put(self.keys.hold(name), encode(&binding.record), put_options),
             value_op,
         ]
+    }
+
+    /// The hold of `name` if `owner` holds it (under `token`, when given); whoever holds it
+    /// when `owner` is `None`. Reads it, and checks that its lease (if any) is alive.
+    pub(super) async fn current_hold(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+        token: Option<FencingToken>,
+    ) -> Result<Hold> {
+        let hold = self.read_hold(name).await?.ok_or(EngineError::NotHeld)?;
+        hold.held_by(owner, token, wall_now_ms())?;
+        if let Some(lease) = &hold.record.lease {
+            if self.live_lease(lease).await.is_err() {
+                return Err(EngineError::NotHeld);
+            }
+        }
+        Ok(hold)
     }
 
     /// The grant a successful grant transaction made, and its expiry timer.
@@ -280,28 +294,6 @@ impl Inner {
         }
     }
 
-    /// The hold of `name` if `owner` holds it (under `token`, when given); whoever holds it
-    /// when `owner` is `None`.
-    pub(super) async fn current_hold(
-        &self,
-        name: &str,
-        owner: Option<&str>,
-        token: Option<FencingToken>,
-    ) -> Result<Hold> {
-        let hold = self.read_hold(name).await?;
-        let hold = hold.filter(|hold| !hold.expired(wall_now_ms())).ok_or(EngineError::NotHeld)?;
-        let other_owner = owner.is_some_and(|owner| hold.record.owner != owner);
-        if other_owner || (owner.is_some() && token.is_some_and(|token| token.0 != hold.token as u64)) {
-            return Err(EngineError::NotOwner);
-        }
-        if let Some(lease) = &hold.record.lease {
-            if self.live_lease(lease).await.is_err() {
-                return Err(EngineError::NotHeld);
-            }
-        }
-        Ok(hold)
-    }
-
     /// One try at a refresh; `None` when the holder key changed meanwhile.
     pub(super) async fn try_refresh(&self, request: &RefreshRequest) -> Result<Option<Refreshed>> {
         let name = request.resource.as_str();
@@ -344,4 +336,16 @@ impl Inner {
         };
         Ok(Some(Refreshed { token, expires_in }))
     }
+}
+
+/// The op that keeps the value of a lock, if it has one, bound to etcd lease `lease` (0: none,
+/// as while held: a kept value loses its retention lease when the lock is held again).
+pub(super) fn keep_value_op(value_key: &[u8], lease: i64) -> TxnOp {
+    let options = PutOptions::new().with_ignore_value();
+    let options = if lease == 0 { options } else { options.with_lease(lease) };
+    TxnOp::txn(
+        Txn::new()
+            .when([Compare::version(value_key.to_vec(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(value_key.to_vec(), "", Some(options))]),
+    )
 }

@@ -273,11 +273,7 @@ impl LockBackend for EtcdBackend {
 
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
         let owner = (!request.force).then_some(request.owner.as_str());
-        let owned = |hold: &Hold| {
-            owner.is_none_or(|owner| {
-                hold.record.owner == owner && request.token.is_none_or(|token| token.0 == hold.token as u64)
-            }) && !hold.expired(wall_now_ms())
-        };
+        let owned = |hold: &Hold| hold.held_by(owner, request.token, wall_now_ms()).is_ok();
         let released = async {
             // The mirror's picture first: a release is then one transaction.
             let mut known = self.inner.mirror.hold(&request.resource).filter(owned);

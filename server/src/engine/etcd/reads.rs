@@ -48,6 +48,24 @@ impl Hold {
         })
     }
 
+    /// Succeeds when this hold is live at `wall_ms` and `owner` holds it (under `token`, when
+    /// given); any live hold when `owner` is `None` (a forced release).
+    pub(super) fn held_by(
+        &self,
+        owner: Option<&str>,
+        token: Option<FencingToken>,
+        wall_ms: u64,
+    ) -> Result<()> {
+        if self.expired(wall_ms) {
+            return Err(EngineError::NotHeld);
+        }
+        let Some(owner) = owner else { return Ok(()) };
+        if self.record.owner != owner || token.is_some_and(|token| token.0 != self.token as u64) {
+            return Err(EngineError::NotOwner);
+        }
+        Ok(())
+    }
+
     pub(super) fn expired(&self, wall_ms: u64) -> bool {
         self.record.deadline_ms.is_some_and(|deadline| deadline <= wall_ms)
     }
