@@ -26,6 +26,44 @@ pub struct AcquireBody {
     /// A value to store with the lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// `shared` takes a read-write lock beside other shared holders; absent or `exclusive`
+    /// takes it alone. Excludes `limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Makes the resource a semaphore of this many permits (1 to
+    /// [`MAX_SEMAPHORE_LIMIT`](crate::limits::MAX_SEMAPHORE_LIMIT)); every acquire of it must
+    /// give the same limit while it has holders or waiters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// A multi-lock: these resources (2 to
+    /// [`MAX_MULTI_RESOURCES`](crate::limits::MAX_MULTI_RESOURCES)), all or none, exclusive,
+    /// instead of `resource`; answered with [`GrantsReply`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<String>>,
+}
+
+/// How a hold shares its lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Alone: a mutex, or a read-write lock's writer.
+    #[default]
+    Exclusive,
+    /// Beside other shared holders: a read-write lock's reader.
+    Shared,
+    /// One of a semaphore's permits (in replies only: ask with `limit`).
+    Permit,
+}
+
+impl Mode {
+    /// The mode's string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+            Mode::Permit => "permit",
+        }
+    }
 }
 
 /// `POST /release`, and the query of `DELETE /locks/{resource}`.
@@ -46,6 +84,10 @@ pub struct ReleaseBody {
     /// the head waiter is granted at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// A multi-lock's resources, released together, instead of `resource` (`token` is then
+    /// not given: each resource has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<String>>,
 }
 
 /// `POST /refresh`, `PATCH /locks/{resource}`: `expire`, `value` or both.
@@ -106,6 +148,13 @@ pub struct GrantReply {
     pub value: Option<String>,
 }
 
+/// The answer to a multi-lock acquire: one grant per resource, in the order asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantsReply {
+    /// The grants, each with its own token.
+    pub grants: Vec<GrantReply>,
+}
+
 /// The answer to a release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleasedReply {
@@ -122,14 +171,15 @@ pub struct RefreshedReply {
     pub expires_in_ms: Option<u64>,
 }
 
-/// A held lock, as inspected or listed.
+/// A held lock, as inspected or listed. `owner`, `token` and `expires_in_ms` describe its
+/// first holder (the only one of an exclusive lock); `holders` lists them all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockReply {
     /// The lock's name.
     pub resource: String,
-    /// The holder.
+    /// The (first) holder.
     pub owner: String,
-    /// The hold's fencing token.
+    /// The (first) hold's fencing token.
     pub token: u64,
     /// Time left on the hold; `null` without an expiry of its own.
     pub expires_in_ms: Option<u64>,
@@ -137,7 +187,31 @@ pub struct LockReply {
     pub value: Option<String>,
     /// How many requests are queued for it.
     pub waiters: usize,
-    /// The lease the hold is bound to.
+    /// The lease the (first) hold is bound to.
+    pub lease: Option<String>,
+    /// `exclusive`, `shared` (a read-write lock's readers) or `permit` (a semaphore).
+    #[serde(default)]
+    pub mode: Mode,
+    /// A semaphore's number of permits; `null` for a lock.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Every holder, oldest grant first.
+    #[serde(default)]
+    pub holders: Vec<HolderReply>,
+}
+
+/// One holder of a lock or semaphore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderReply {
+    /// The holder.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// Time left on its hold; `null` without an expiry of its own.
+    pub expires_in_ms: Option<u64>,
+    /// How it holds the lock.
+    pub mode: Mode,
+    /// The lease its hold is bound to.
     pub lease: Option<String>,
 }
 

@@ -37,11 +37,14 @@ pub enum ErrorCode {
     RateLimited,
     /// The key's namespace holds its `max_locks` already (429).
     QuotaExceeded,
+    /// The resource is a semaphore of another limit, or a lock asked as a semaphore (or the
+    /// other way round), while it has holders or waiters (409).
+    LimitMismatch,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table above.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Locked,
         ErrorCode::NotHeld,
         ErrorCode::NotOwner,
@@ -57,6 +60,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::QuotaExceeded,
+        ErrorCode::LimitMismatch,
     ];
 
     /// The string sent as `"error"`.
@@ -77,13 +81,14 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::LimitMismatch => "limit_mismatch",
         }
     }
 
     /// The HTTP status answered with this code.
     pub fn status(self) -> u16 {
         match self {
-            ErrorCode::Locked | ErrorCode::NotOwner => 409,
+            ErrorCode::Locked | ErrorCode::NotOwner | ErrorCode::LimitMismatch => 409,
             ErrorCode::NotHeld | ErrorCode::NoSuchLease | ErrorCode::NotFound => 404,
             ErrorCode::BadRequest => 400,
             ErrorCode::TooLarge => 413,
@@ -102,7 +107,8 @@ impl ErrorCode {
     }
 }
 
-/// The body of every error answer. `owner` and `expires_in_ms` come with `locked` only.
+/// The body of every error answer. `owner`, `expires_in_ms` and `holders` come with `locked`
+/// only, `limit` with `limit_mismatch` only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The code's string ([`ErrorCode::as_str`]).
@@ -118,6 +124,12 @@ pub struct ErrorBody {
     /// absent with other codes. Readers see `null` and absent alike, as `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_ms: Option<Option<u64>>,
+    /// `locked`: every current holder (a semaphore's or shared lock's), oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<String>>,
+    /// `limit_mismatch`: the resource's current limit (`null`: it is a lock, not a semaphore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Option<u32>>,
 }
 
 #[cfg(test)]

@@ -21,3 +21,9 @@ pub const MIN_DURATION_MS: u64 = 1;
 /// The most bytes of values one page of a listing carries; a page ends early (with `next`) once
 /// it holds this much, and always holds at least one lock.
 pub const MAX_LIST_BYTES: usize = 1 << 20;
+/// The largest `limit` of a semaphore (permits held at once).
+pub const MAX_SEMAPHORE_LIMIT: u32 = 10_000;
+/// The fewest resources of a multi-lock (`resources`).
+pub const MIN_MULTI_RESOURCES: usize = 2;
+/// The most resources of a multi-lock (`resources`).
+pub const MAX_MULTI_RESOURCES: usize = 64;

@@ -13,11 +13,26 @@ pub enum EngineError {
     /// Another owner holds the lock and the wait, if any, ran out.
     #[error("the lock is held by `{owner}`; retry later or pass `wait` to queue for it")]
     Locked {
-        /// The current holder.
+        /// The current (first) holder.
         owner: String,
-        /// How long until the current hold expires; `None` for a lock without expiry.
+        /// How long until the first of the current holds expires; `None` when none expires.
         expires_in: Option<Duration>,
+        /// Every current holder, oldest first.
+        holders: Vec<String>,
     },
+    /// The resource is a semaphore of another limit, or a lock asked as a semaphore (or the
+    /// other way round), while it has holders or waiters.
+    #[error("{}", match current {
+        Some(limit) => format!("this resource is a semaphore of {limit} permits now; acquire it with `limit`: {limit}"),
+        None => "this resource is a lock now, not a semaphore; acquire it without `limit`".to_string(),
+    })]
+    LimitMismatch {
+        /// The resource's limit now; `None` when it is a lock.
+        current: Option<u32>,
+    },
+    /// The backend does not offer this kind of request.
+    #[error("this backend does not support {0} yet")]
+    Unsupported(&'static str),
     /// Nobody holds the lock: never acquired, released, or expired.
     #[error("the lock is not held: it was never acquired, was released, or expired")]
     NotHeld,

@@ -59,6 +59,50 @@ pub enum Lifetime {
     Lease(LeaseId),
 }
 
+/// What an acquire asks to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The lock alone: a mutex, or a read-write lock's writer.
+    Exclusive,
+    /// The lock beside other shared holders: a read-write lock's reader.
+    Shared,
+    /// One of the `limit` permits of a semaphore.
+    Permit {
+        /// How many permits the semaphore has (every acquire of it gives the same).
+        limit: u32,
+    },
+}
+
+impl Claim {
+    /// The semaphore limit this claim expects the resource to have; `None` for a lock.
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            Claim::Permit { limit } => Some(limit),
+            Claim::Exclusive | Claim::Shared => None,
+        }
+    }
+
+    /// How a hold granted for this claim holds its lock.
+    pub fn mode(self) -> HoldMode {
+        match self {
+            Claim::Exclusive => HoldMode::Exclusive,
+            Claim::Shared => HoldMode::Shared,
+            Claim::Permit { .. } => HoldMode::Permit,
+        }
+    }
+}
+
+/// How a hold shares its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldMode {
+    /// Alone.
+    Exclusive,
+    /// Beside other shared holders.
+    Shared,
+    /// As one of a semaphore's permits.
+    Permit,
+}
+
 /// A request to acquire a lock.
 #[derive(Debug, Clone)]
 pub struct AcquireRequest {
@@ -72,6 +116,32 @@ pub struct AcquireRequest {
     pub wait: Duration,
     /// A value to store with the lock; `None` keeps the value a previous holder left.
     pub value: Option<String>,
+    /// Alone, shared, or as a semaphore's permit.
+    pub claim: Claim,
+}
+
+/// A request to hold several locks at once, exclusively, all or none (a multi-lock).
+#[derive(Debug, Clone)]
+pub struct AcquireManyRequest {
+    /// The locks' names, distinct.
+    pub resources: Vec<String>,
+    /// Who asks; already holding all of them is idempotent.
+    pub owner: String,
+    /// What ends each hold.
+    pub lifetime: Lifetime,
+    /// How long to queue while any of them is held or queued for; zero answers at once.
+    pub wait: Duration,
+}
+
+/// A request to release a multi-lock's locks together.
+#[derive(Debug, Clone)]
+pub struct ReleaseManyRequest {
+    /// The locks' names.
+    pub resources: Vec<String>,
+    /// The holder.
+    pub owner: String,
+    /// Keep the stored values for the next holders.
+    pub keep_value: bool,
 }
 
 /// A granted lock.
@@ -130,14 +200,15 @@ pub struct Refreshed {
     pub expires_in: Option<Duration>,
 }
 
-/// A held lock as seen by inspection and listing.
+/// A held lock as seen by inspection and listing. `owner`, `token`, `expires_in` and `lease`
+/// describe the first of its holders (the only one of an exclusive lock).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockInfo {
     /// The lock's name.
     pub resource: String,
-    /// The holder.
+    /// The (first) holder.
     pub owner: String,
-    /// The fencing token of the hold.
+    /// The fencing token of the (first) hold.
     pub token: FencingToken,
     /// Time left before the hold expires; `None` when it has no expiry of its own.
     pub expires_in: Option<Duration>,
@@ -145,8 +216,52 @@ pub struct LockInfo {
     pub value: Option<String>,
     /// How many requests are queued for it.
     pub waiters: usize,
-    /// The lease the hold is bound to, if any.
+    /// The lease the (first) hold is bound to, if any.
     pub lease: Option<LeaseId>,
+    /// How its holders hold it.
+    pub mode: HoldMode,
+    /// A semaphore's number of permits; `None` for a lock.
+    pub limit: Option<u32>,
+    /// Every holder, oldest grant first.
+    pub holders: Vec<HolderInfo>,
+}
+
+/// One holder of a lock, as inspection shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HolderInfo {
+    /// The holder.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: FencingToken,
+    /// Time left on its hold; `None` when it has no expiry of its own.
+    pub expires_in: Option<Duration>,
+    /// How it holds the lock.
+    pub mode: HoldMode,
+    /// The lease its hold is bound to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+impl LockInfo {
+    /// A lock with one exclusive holder, described by its `holder`.
+    pub fn exclusive(
+        resource: String,
+        holder: HolderInfo,
+        value: Option<String>,
+        waiters: usize,
+    ) -> LockInfo {
+        LockInfo {
+            resource,
+            owner: holder.owner.clone(),
+            token: holder.token,
+            expires_in: holder.expires_in,
+            value,
+            waiters,
+            lease: holder.lease.clone(),
+            mode: holder.mode,
+            limit: None,
+            holders: vec![holder],
+        }
+    }
 }
 
 /// A request for one page of held locks.
@@ -227,6 +342,18 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Re-acquiring by the current holder is idempotent: same token, lifetime reset.
     /// Dropping the returned future while queued leaves the queue (the client went away).
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant>;
+    /// Acquires every lock of a multi-lock at once, or none: queues (holding nothing) for up to
+    /// `wait` while any is held or queued for. Grants in the order asked.
+    async fn acquire_many(&self, request: AcquireManyRequest) -> Result<Vec<Grant>> {
+        let _ = request;
+        Err(EngineError::Unsupported("multi-locks (`resources`)"))
+    }
+    /// Releases a multi-lock's locks together; `NotOwner`/`NotHeld` (and nothing released)
+    /// unless the owner holds all of them.
+    async fn release_many(&self, request: ReleaseManyRequest) -> Result<()> {
+        let _ = request;
+        Err(EngineError::Unsupported("multi-locks (`resources`)"))
+    }
     /// Releases a hold and hands the lock to the head waiter.
     async fn release(&self, request: ReleaseRequest) -> Result<()>;
     /// Extends a hold's expiry and optionally replaces its value.

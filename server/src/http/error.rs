@@ -100,6 +100,8 @@ impl ApiError {
                     ErrorCode::Unavailable
                 }
                 EngineError::TooMany(_) => ErrorCode::TooMany,
+                EngineError::LimitMismatch { .. } => ErrorCode::LimitMismatch,
+                EngineError::Unsupported(_) => ErrorCode::BadRequest,
             },
             ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
@@ -125,9 +127,14 @@ impl ResponseError for ApiError {
             message: self.to_string(),
             ..ErrorBody::default()
         };
-        if let ApiError::Engine(EngineError::Locked { owner, expires_in }) = self {
-            body.owner = Some(owner.clone());
-            body.expires_in_ms = Some(expires_in.map(millis));
+        match self {
+            ApiError::Engine(EngineError::Locked { owner, expires_in, holders }) => {
+                body.owner = Some(owner.clone());
+                body.expires_in_ms = Some(expires_in.map(millis));
+                body.holders = Some(holders.clone());
+            }
+            ApiError::Engine(EngineError::LimitMismatch { current }) => body.limit = Some(*current),
+            _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
         match self {

@@ -1,10 +1,12 @@
 //! The engine's answers as the protocol's reply bodies, with the stored names shown as the
 //! caller's namespace sends them.
 
-use lockserver_protocol::bodies::{GrantReply, LeaseReply, LockPageReply, LockReply, RefreshedReply};
+use lockserver_protocol::bodies::{
+    GrantReply, HolderReply, LeaseReply, LockPageReply, LockReply, Mode, RefreshedReply,
+};
 use lockserver_protocol::millis;
 
-use crate::engine::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};
+use crate::engine::{Grant, HoldMode, LeaseInfo, LockInfo, LockPage, Refreshed};
 use crate::security::Namespace;
 
 /// A grant as `POST /acquire` answers it.
@@ -33,6 +35,28 @@ pub fn lock(lock: LockInfo, namespace: &Namespace) -> LockReply {
         value: lock.value,
         waiters: lock.waiters,
         lease: lock.lease.map(|lease| namespace.show(&lease.0)),
+        mode: mode(lock.mode),
+        limit: lock.limit,
+        holders: lock
+            .holders
+            .into_iter()
+            .map(|holder| HolderReply {
+                owner: holder.owner,
+                token: holder.token.0,
+                expires_in_ms: holder.expires_in.map(millis),
+                mode: mode(holder.mode),
+                lease: holder.lease.map(|lease| namespace.show(&lease.0)),
+            })
+            .collect(),
+    }
+}
+
+/// A hold's mode as the protocol names it.
+pub fn mode(mode: HoldMode) -> Mode {
+    match mode {
+        HoldMode::Exclusive => Mode::Exclusive,
+        HoldMode::Shared => Mode::Shared,
+        HoldMode::Permit => Mode::Permit,
     }
 }
 

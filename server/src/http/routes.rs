@@ -7,9 +7,9 @@ use std::time::Duration;
 use actix_web::web::{self, Data, Json, Path, Query};
 use actix_web::HttpResponse;
 use lockserver_protocol::bodies::{
-    AcquireBody, GrantReply, HealthReply, KeepaliveReply, LeaseBody, LeaseListQuery, LeaseListReply,
-    LeaseReply, ListQuery, LockPageReply, LockReply, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply,
-    RevokedReply,
+    AcquireBody, GrantReply, GrantsReply, HealthReply, KeepaliveReply, LeaseBody, LeaseListQuery,
+    LeaseListReply, LeaseReply, ListQuery, LockPageReply, LockReply, RefreshBody, RefreshedReply,
+    ReleaseBody, ReleasedReply, RevokedReply,
 };
 use lockserver_protocol::codes::ErrorCode;
 use lockserver_protocol::limits::MAX_BODY_LEN;
@@ -63,6 +63,28 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 impl AppState {
+    /// A multi-lock: `resources` instead of `resource`.
+    async fn acquire_many(&self, caller: &Caller, body: AcquireBody) -> Result<Json<GrantsReply>> {
+        caller.require(Role::Lock)?;
+        let mut request = validate::acquire_many(body, &self.limits)?;
+        for resource in request.resources.iter_mut() {
+            *resource = caller.qualify_owned(std::mem::take(resource));
+        }
+        if let Lifetime::Lease(lease) = &mut request.lifetime {
+            lease.0 = caller.qualify_owned(std::mem::take(&mut lease.0));
+        }
+        if let Some(max) = caller.key().max_locks {
+            let (prefix, after) = caller.namespace().list_range("", None);
+            if self.backend.count_held(&prefix, after.as_deref(), max).await? + request.resources.len() > max
+            {
+                return Err(self.quota_exceeded(caller, max));
+            }
+        }
+        let grants = self.backend.acquire_many(request).await?;
+        let grants = grants.into_iter().map(|grant| replies::grant(grant, caller.namespace())).collect();
+        Ok(Json(GrantsReply { grants }))
+    }
+
     async fn acquire(
         &self,
         caller: &Caller,
@@ -90,13 +112,28 @@ impl AppState {
             return Ok(());
         }
         match self.backend.inspect(&request.resource).await {
-            Ok(held) if held.owner == request.owner => Ok(()),
-            _ => Err(ApiError::QuotaExceeded {
-                key: caller.key().name.clone(),
-                namespace: caller.namespace().name().to_string(),
-                max,
-            }),
+            Ok(held) if held.holders.iter().any(|holder| holder.owner == request.owner) => Ok(()),
+            _ => Err(self.quota_exceeded(caller, max)),
         }
+    }
+
+    fn quota_exceeded(&self, caller: &Caller, max: usize) -> ApiError {
+        ApiError::QuotaExceeded {
+            key: caller.key().name.clone(),
+            namespace: caller.namespace().name().to_string(),
+            max,
+        }
+    }
+
+    /// A multi-lock release: `resources` instead of `resource`.
+    async fn release_many(&self, caller: &Caller, body: ReleaseBody) -> Result<Json<ReleasedReply>> {
+        caller.require(Role::Lock)?;
+        let mut request = validate::release_many(body)?;
+        for resource in request.resources.iter_mut() {
+            *resource = caller.qualify_owned(std::mem::take(resource));
+        }
+        self.backend.release_many(request).await?;
+        Ok(Json(ReleasedReply { released: true }))
     }
 
     async fn release(
@@ -183,10 +220,13 @@ async fn metrics(state: Data<AppState>, caller: Caller) -> Result<HttpResponse> 
         .body(crate::metrics::global().encode(gauges)))
 }
 
-async fn acquire(state: Data<AppState>, caller: Caller, body: Body<AcquireBody>) -> Result<Json<GrantReply>> {
+async fn acquire(state: Data<AppState>, caller: Caller, body: Body<AcquireBody>) -> Result<HttpResponse> {
     let mut body = body.into_inner();
+    if body.resource.is_none() && body.resources.is_some() {
+        return Ok(HttpResponse::Ok().json(state.acquire_many(&caller, body).await?.into_inner()));
+    }
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
-    state.acquire(&caller, resource, body).await
+    Ok(HttpResponse::Ok().json(state.acquire(&caller, resource, body).await?.into_inner()))
 }
 
 async fn put_lock(
@@ -204,6 +244,9 @@ async fn release(
     body: Body<ReleaseBody>,
 ) -> Result<Json<ReleasedReply>> {
     let mut body = body.into_inner();
+    if body.resource.is_none() && body.resources.is_some() {
+        return state.release_many(&caller, body).await;
+    }
     let resource = body.resource.take().ok_or_else(validate::missing_resource)?;
     state.release(&caller, resource, body).await
 }

@@ -6,15 +6,16 @@
 
 use std::time::Duration;
 
-use lockserver_protocol::bodies::{AcquireBody, LeaseBody, ListQuery, RefreshBody, ReleaseBody};
+use lockserver_protocol::bodies::{AcquireBody, LeaseBody, ListQuery, Mode, RefreshBody, ReleaseBody};
 use lockserver_protocol::limits::{
-    DEFAULT_LIST_LIMIT, MAX_LEASE_ID_LEN, MAX_LIST_BYTES, MAX_LIST_LIMIT, MAX_OWNER_LEN, MAX_RESOURCE_LEN,
-    MAX_VALUE_LEN, MIN_DURATION_MS,
+    DEFAULT_LIST_LIMIT, MAX_LEASE_ID_LEN, MAX_LIST_BYTES, MAX_LIST_LIMIT, MAX_MULTI_RESOURCES, MAX_OWNER_LEN,
+    MAX_RESOURCE_LEN, MAX_SEMAPHORE_LIMIT, MAX_VALUE_LEN, MIN_DURATION_MS, MIN_MULTI_RESOURCES,
 };
 
 use super::error::{ApiError, Result};
 use crate::engine::{
-    AcquireRequest, FencingToken, LeaseId, Lifetime, ListRequest, RefreshRequest, ReleaseRequest,
+    AcquireManyRequest, AcquireRequest, Claim, FencingToken, LeaseId, Lifetime, ListRequest, RefreshRequest,
+    ReleaseManyRequest, ReleaseRequest,
 };
 
 /// The configured bounds that requests are checked against.
@@ -28,25 +29,104 @@ pub struct Limits {
 
 /// An acquire of `resource`.
 pub fn acquire(body: AcquireBody, resource: String, limits: &Limits) -> Result<AcquireRequest> {
-    let lifetime =
-        match (body.expire, body.lease) {
-            (Some(_), Some(_)) => return Err(ApiError::bad_request(
-                "`lease` and `expire` exclude each other: a lock under a lease lives as long as the lease",
-            )),
-            (Some(expire), None) => Lifetime::Expire(positive_seconds("expire", expire, limits.max_expire)?),
-            (None, Some(lease)) => Lifetime::Lease(lease_id(lease)?),
-            (None, None) => Lifetime::Unbounded,
-        };
+    if body.resources.is_some() {
+        return Err(ApiError::bad_request(
+            "`resource` and `resources` exclude each other: `resources` alone asks for a multi-lock",
+        ));
+    }
+    let claim = match (body.mode, body.limit) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "`mode` and `limit` exclude each other: a semaphore's permits have no mode",
+            ))
+        }
+        (None | Some(Mode::Exclusive), None) => Claim::Exclusive,
+        (Some(Mode::Shared), None) => Claim::Shared,
+        (Some(Mode::Permit), None) => {
+            return Err(ApiError::bad_request(
+                "`mode` is `exclusive` or `shared`; ask a semaphore with `limit`",
+            ))
+        }
+        (None, Some(limit)) if (1..=MAX_SEMAPHORE_LIMIT).contains(&limit) => Claim::Permit { limit },
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(format!("`limit` must be from 1 to {MAX_SEMAPHORE_LIMIT}")))
+        }
+    };
     Ok(AcquireRequest {
         resource: resource_name(resource)?,
         owner: owner_name(body.owner)?,
-        lifetime,
-        wait: match body.wait {
-            Some(wait) => seconds("wait", wait, limits.max_wait)?,
-            None => Duration::ZERO,
-        },
+        lifetime: lifetime(body.expire, body.lease, limits)?,
+        wait: wait(body.wait, limits)?,
         value: body.value.map(value).transpose()?,
+        claim,
     })
+}
+
+/// A multi-lock acquire (`resources`, no `resource`).
+pub fn acquire_many(body: AcquireBody, limits: &Limits) -> Result<AcquireManyRequest> {
+    if body.mode.is_some_and(|mode| mode != Mode::Exclusive) || body.limit.is_some() || body.value.is_some() {
+        return Err(ApiError::bad_request(
+            "a multi-lock (`resources`) is exclusive and stores no value: no `mode`, `limit` or `value`",
+        ));
+    }
+    Ok(AcquireManyRequest {
+        resources: resource_names(body.resources.unwrap_or_default())?,
+        owner: owner_name(body.owner)?,
+        lifetime: lifetime(body.expire, body.lease, limits)?,
+        wait: wait(body.wait, limits)?,
+    })
+}
+
+/// A multi-lock release (`resources`, no `resource`).
+pub fn release_many(body: ReleaseBody) -> Result<ReleaseManyRequest> {
+    if body.token.is_some() || body.force.is_some() {
+        return Err(ApiError::bad_request(
+            "a multi-lock release takes no `token` or `force`: release the resources one by one for those",
+        ));
+    }
+    Ok(ReleaseManyRequest {
+        resources: resource_names(body.resources.unwrap_or_default())?,
+        owner: owner_name(body.owner)?,
+        keep_value: body.keep_value.unwrap_or(false),
+    })
+}
+
+/// A multi-lock's names: 2 to [`MAX_MULTI_RESOURCES`], each valid, none twice.
+fn resource_names(names: Vec<String>) -> Result<Vec<String>> {
+    if !(MIN_MULTI_RESOURCES..=MAX_MULTI_RESOURCES).contains(&names.len()) {
+        return Err(ApiError::bad_request(format!(
+            "`resources` must name {MIN_MULTI_RESOURCES} to {MAX_MULTI_RESOURCES} locks"
+        )));
+    }
+    let names = names.into_iter().map(resource_name).collect::<Result<Vec<_>>>()?;
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(ApiError::bad_request("`resources` names a lock twice"));
+    }
+    Ok(names)
+}
+
+/// What ends a hold: `expire`, `lease`, or neither.
+fn lifetime(expire: Option<f64>, lease: Option<String>, limits: &Limits) -> Result<Lifetime> {
+    Ok(match (expire, lease) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "`lease` and `expire` exclude each other: a lock under a lease lives as long as the lease",
+            ))
+        }
+        (Some(expire), None) => Lifetime::Expire(positive_seconds("expire", expire, limits.max_expire)?),
+        (None, Some(lease)) => Lifetime::Lease(lease_id(lease)?),
+        (None, None) => Lifetime::Unbounded,
+    })
+}
+
+/// How long to queue: absent is zero.
+fn wait(wait: Option<f64>, limits: &Limits) -> Result<Duration> {
+    match wait {
+        Some(wait) => seconds("wait", wait, limits.max_wait),
+        None => Ok(Duration::ZERO),
+    }
 }
 
 /// A release of `resource`.

@@ -11,12 +11,12 @@ use tokio::time::Instant;
 
 use super::expiry::Timers;
 use super::slot::{Holder, Slot};
-use super::store::{DurableState, Record, Recovered, StoreError};
+use super::store::{DurableState, HeldBy, Record, Recovered, StoreError};
 use super::table::ShardState;
 use super::Shared;
 use crate::engine::clock::since_start_ms;
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{EngineError, FencingToken, LeaseId};
+use crate::engine::{EngineError, FencingToken, HoldMode, LeaseId};
 
 impl Shared {
     /// Builds the table from what the journal recovered, expiring what expired meanwhile.
@@ -43,53 +43,82 @@ impl Shared {
         }
         for (name, record) in recovered.slots {
             let key: Arc<str> = Arc::from(name.as_str());
-            let slot = match record {
+            let (limit, holders, value) = match record {
                 Record::Hold { owner, token, deadline_ms, lease, value, .. } => {
-                    let lease = lease.map(LeaseId);
-                    let alive = match (&lease, deadline_ms) {
-                        (Some(lease), _) => self.leases.attach(lease, &key, now).is_ok(),
-                        (None, Some(deadline_ms)) => instant(deadline_ms).is_some(),
-                        (None, None) => true,
-                    };
-                    let value = value.map(String::into_boxed_str);
-                    if alive {
-                        let holder = Holder {
-                            owner: owner.into_boxed_str(),
-                            token: FencingToken(token),
-                            lease: lease.map(Box::new),
-                            granted_ms: since_start_ms(now),
-                        };
-                        Slot {
-                            holder: Some(holder),
-                            deadline: deadline_ms.and_then(instant),
-                            value,
-                            ..Slot::default()
-                        }
-                    } else {
-                        // Expired while the server was down: the value stays for the next holder.
-                        let ended_ms = deadline_ms.unwrap_or(wall).min(wall);
-                        let deadline = instant(ended_ms + retention_ms);
-                        Slot { value: value.filter(|_| deadline.is_some()), deadline, ..Slot::default() }
-                    }
+                    (None, vec![HeldBy { owner, token, deadline_ms, lease, mode: 0 }], value)
                 }
+                Record::Held { limit, holders, value, .. } => (limit, holders, value),
                 Record::Free { value, value_deadline_ms, .. } => {
                     let deadline = value_deadline_ms.and_then(instant);
                     let value = value.filter(|_| deadline.is_some() || value_deadline_ms.is_none());
-                    Slot { value: value.map(String::into_boxed_str), deadline, ..Slot::default() }
+                    let slot = Slot {
+                        value: value.map(String::into_boxed_str),
+                        value_until: deadline,
+                        ..Slot::default()
+                    };
+                    self.insert_restored(shards, key, slot, &mut count, &mut bytes);
+                    continue;
                 }
                 _ => continue,
             };
-            if slot.is_vacant() {
-                continue;
+            let mut slot = Slot { value: value.map(String::into_boxed_str), limit, ..Slot::default() };
+            let mut last_end = None;
+            for held in holders {
+                let lease = held.lease.map(LeaseId);
+                let alive = match (&lease, held.deadline_ms) {
+                    (Some(lease), _) => self.leases.attach(lease, &key, now).is_ok(),
+                    (None, Some(deadline_ms)) => instant(deadline_ms).is_some(),
+                    (None, None) => true,
+                };
+                if !alive {
+                    let ended_ms = held.deadline_ms.unwrap_or(wall).min(wall);
+                    last_end = last_end.max(Some(ended_ms));
+                    continue;
+                }
+                slot.holders.push(Holder {
+                    owner: held.owner.into_boxed_str(),
+                    token: FencingToken(held.token),
+                    lease: lease.map(Box::new),
+                    deadline: held.deadline_ms.and_then(instant),
+                    mode: match held.mode {
+                        1 => HoldMode::Shared,
+                        2 => HoldMode::Permit,
+                        _ => HoldMode::Exclusive,
+                    },
+                    granted_ms: since_start_ms(now),
+                });
             }
-            let state = &mut shards[self.shard_index(&key)];
-            state.timers.update(&key, None, slot.deadline);
-            bytes += slot.footprint(&key);
-            state.slots.insert(key, Box::new(slot));
-            count += 1;
+            if !slot.is_held() {
+                // Every hold expired while the server was down: the value stays for the next holder.
+                slot.limit = None;
+                slot.value_until = last_end.and_then(|ended_ms| instant(ended_ms + retention_ms));
+                if slot.value_until.is_none() {
+                    slot.value = None;
+                }
+            }
+            self.insert_restored(shards, key, slot, &mut count, &mut bytes);
         }
         self.locks.store(count, Ordering::Relaxed);
         self.memory.adjust(0, bytes);
+    }
+
+    /// Puts a restored slot into its shard, unless it holds nothing.
+    fn insert_restored(
+        &self,
+        shards: &mut [MutexGuard<'_, ShardState>],
+        key: Arc<str>,
+        slot: Slot,
+        count: &mut usize,
+        bytes: &mut usize,
+    ) {
+        if slot.is_vacant() {
+            return;
+        }
+        let state = &mut shards[self.shard_index(&key)];
+        state.timers.update(&key, None, slot.deadline());
+        *bytes += slot.footprint(&key);
+        state.slots.insert(key, Box::new(slot));
+        *count += 1;
     }
 
     /// Emits the whole state as records, one shard at a time, for a snapshot.
@@ -117,7 +146,7 @@ impl DurableState for Shared {
         for state in shards.iter_mut() {
             for slot in state.slots.values_mut() {
                 for waiter in slot.take_waiters() {
-                    let _ = waiter.reply.send(Err(EngineError::Storage(failure.clone())));
+                    waiter.refuse(EngineError::Storage(failure.clone()));
                 }
             }
             state.slots.clear();
@@ -140,19 +169,39 @@ impl Slot {
     /// The slot's state as a journal record (deadlines on the wall clock).
     pub(super) fn record(&self, name: &str, now: Instant, wall_ms: u64) -> Record {
         let wall = |at: Instant| wall_ms + at.saturating_duration_since(now).as_millis() as u64;
-        match &self.holder {
-            Some(holder) => Record::Hold {
+        let value = self.value.as_deref().map(str::to_string);
+        match self.holders.as_slice() {
+            [] => Record::Free {
+                resource: name.to_string(),
+                value,
+                value_deadline_ms: self.value_until.map(wall),
+            },
+            [holder] if holder.mode == HoldMode::Exclusive && self.limit.is_none() => Record::Hold {
                 resource: name.to_string(),
                 owner: holder.owner.to_string(),
                 token: holder.token.0,
-                deadline_ms: self.deadline.map(wall),
+                deadline_ms: holder.deadline.map(wall),
                 lease: holder.lease.as_ref().map(|lease| lease.0.clone()),
-                value: self.value.as_deref().map(str::to_string),
+                value,
             },
-            None => Record::Free {
+            holders => Record::Held {
                 resource: name.to_string(),
-                value: self.value.as_deref().map(str::to_string),
-                value_deadline_ms: self.deadline.map(wall),
+                limit: self.limit,
+                holders: holders
+                    .iter()
+                    .map(|holder| HeldBy {
+                        owner: holder.owner.to_string(),
+                        token: holder.token.0,
+                        deadline_ms: holder.deadline.map(wall),
+                        lease: holder.lease.as_ref().map(|lease| lease.0.clone()),
+                        mode: match holder.mode {
+                            HoldMode::Exclusive => 0,
+                            HoldMode::Shared => 1,
+                            HoldMode::Permit => 2,
+                        },
+                    })
+                    .collect(),
+                value,
             },
         }
     }

@@ -5,8 +5,11 @@
 //! Where each job lives:
 //! - `table.rs`: the sharded table of slots, and running an operation on one slot once no
 //!   change to it is still on its way to the disk (a change is seen only once durable);
-//! - `slot.rs`: one resource's state machine (grant, renew, refresh, release, hand-off);
+//! - `slot.rs`: one resource's state: its holders (one exclusive, shared ones, or a
+//!   semaphore's permits), value and queue;
+//! - `slot_cx.rs`: the operations on a slot (grant, renew, refresh, release, expiry, hand-off);
 //! - `queued.rs`: a request queued for a lock, and what happens when it gives up or goes away;
+//! - `multi.rs`: multi-locks, several locks taken at once or not at all;
 //! - `expiry.rs`: the deadlines of each shard and the tasks that expire holds and leases;
 //! - `leases.rs`: the lease table;
 //! - `durable.rs`: the bridge to the store (rebuild from what it recovered, emit a snapshot);
@@ -22,8 +25,10 @@
 mod durable;
 mod expiry;
 mod leases;
+mod multi;
 mod queued;
 mod slot;
+mod slot_cx;
 mod store;
 mod table;
 
@@ -39,12 +44,13 @@ use super::capacity::{Capacity, Counter};
 use super::clock::wall_now_ms;
 use super::watch::WatchHub;
 use super::{
-    AcquireRequest, EngineError, FencingToken, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend,
-    LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
+    AcquireManyRequest, AcquireRequest, EngineError, FencingToken, Grant, Health, LeaseId, LeaseInfo,
+    ListRequest, LockBackend, LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseManyRequest,
+    ReleaseRequest, Result,
 };
 use leases::LeaseTable;
 use queued::QueuedWait;
-use slot::{Acquired, HoldEnd};
+use slot_cx::{Acquired, HoldEnd, Queueing};
 use store::{DurableState, Journal, Recovered};
 
 pub use store::{repair, Repaired, StoreError};
@@ -179,13 +185,13 @@ impl Drop for Shared {
 #[async_trait]
 impl LockBackend for EmbeddedBackend {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant> {
-        let AcquireRequest { resource, owner, lifetime, wait, value } = request;
+        let AcquireRequest { resource, owner, lifetime, wait, value, claim } = request;
         let wait_until = Instant::now() + wait;
         let may_queue = !wait.is_zero();
         let shared = &self.shared;
-        let (acquired, position) = shared
-            .with_durable_slot(&resource, true, |cx| cx.acquire(owner, lifetime, value, may_queue))
-            .await?;
+        let queueing = Queueing { owner, lifetime, value, claim };
+        let (acquired, position) =
+            shared.with_durable_slot(&resource, true, |cx| cx.acquire(queueing, may_queue)).await?;
         match acquired {
             Acquired::Granted(grant) => {
                 shared.written(position).await?;
@@ -205,16 +211,25 @@ impl LockBackend for EmbeddedBackend {
         }
     }
 
+    async fn acquire_many(&self, request: AcquireManyRequest) -> Result<Vec<Grant>> {
+        self.shared.acquire_many(request).await
+    }
+
+    async fn release_many(&self, request: ReleaseManyRequest) -> Result<()> {
+        self.shared.release_many(request).await
+    }
+
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
         let ((), position) = self
             .shared
             .with_durable_slot(&request.resource, true, |cx| {
                 if request.force {
                     cx.check_held()?;
+                    cx.end_all(request.keep_value);
                 } else {
-                    cx.check_holder(&request.owner, request.token)?;
+                    let index = cx.check_holder(&request.owner, request.token)?;
+                    cx.end_hold(index, request.keep_value, HoldEnd::Released);
                 }
-                cx.end_hold(request.keep_value, HoldEnd::Released);
                 Ok(())
             })
             .await?;
@@ -273,7 +288,7 @@ impl LockBackend for EmbeddedBackend {
             .iter()
             .map(|shard| {
                 let state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
-                state.slots.values().filter(|slot| slot.holder.is_some()).count() as u64
+                state.slots.values().filter(|slot| slot.is_held()).count() as u64
             })
             .sum();
         crate::metrics::Gauges {
@@ -306,7 +321,7 @@ impl LockBackend for EmbeddedBackend {
             let mut state = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
             for slot in state.slots.values_mut() {
                 for waiter in slot.take_waiters() {
-                    let _ = waiter.reply.send(Err(EngineError::ShuttingDown));
+                    waiter.refuse(EngineError::ShuttingDown);
                 }
             }
         }
@@ -339,5 +354,7 @@ impl Shared {
     }
 }
 
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;

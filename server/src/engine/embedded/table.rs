@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use super::expiry::Timers;
 use super::leases::EndedLease;
-use super::slot::{HoldEnd, Slot, SlotCx};
+use super::slot::Slot;
+use super::slot_cx::SlotCx;
 use super::Shared;
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, Lifetime, ListRequest, LockPage, Result};
@@ -40,6 +41,45 @@ pub(super) struct ShardState {
     /// wait for it before they act on or read that slot: a change is seen only once durable.
     /// Kept beside the slots, not in them: few slots are in flight at once.
     pub(super) unsynced: HashMap<Arc<str>, u64>,
+}
+
+/// A slot taken out of its shard for an operation, with what putting it back needs.
+struct Opened {
+    key: Arc<str>,
+    slot: Box<Slot>,
+    /// It did not exist before.
+    fresh: bool,
+    /// Its deadline before the operation.
+    before: Option<Instant>,
+    /// Its bytes before the operation.
+    bytes_before: usize,
+    /// Where its last change is in the journal, if that may not be on disk yet.
+    unsynced: u64,
+}
+
+impl Opened {
+    /// Takes the slot of `name` out of `state` (a new one if absent).
+    fn take(state: &mut ShardState, name: &str) -> Opened {
+        let unsynced = state.unsynced.get(name).copied().unwrap_or(0);
+        match state.slots.remove_entry(name) {
+            Some((key, slot)) => Opened {
+                before: slot.deadline(),
+                bytes_before: slot.footprint(&key),
+                key,
+                slot,
+                fresh: false,
+                unsynced,
+            },
+            None => Opened {
+                key: Arc::from(name),
+                slot: Box::default(),
+                fresh: true,
+                before: None,
+                bytes_before: 0,
+                unsynced,
+            },
+        }
+    }
 }
 
 /// How many in-flight positions a shard keeps before it forgets those already on disk.
@@ -82,60 +122,100 @@ impl Shared {
 
     /// [`Self::with_slot`], also saying where the change is in the journal (0: no change).
     fn with_slot_at<R>(&self, name: &str, f: impl FnOnce(&mut SlotCx<'_>) -> R) -> (R, u64) {
-        let shard = self.shard_of(name);
-        let mut guard = shard.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = &mut *guard;
-        let (key, fresh) = match state.slots.get_key_value(name) {
-            Some((key, _)) => (key.clone(), false),
-            None => {
-                let key: Arc<str> = Arc::from(name);
-                state.slots.insert(key.clone(), Box::default());
-                (key, true)
-            }
-        };
-        let slot = state.slots.get_mut(name).expect("the slot was just found or inserted");
-        let before = slot.deadline;
-        let bytes_before = if fresh { 0 } else { slot.footprint(&key) };
+        self.with_slots_at(&[name], |cxs| f(cxs.first_mut().expect("one slot")))
+    }
+
+    /// Runs `f` on the slots of `names` (distinct) at once, under their shards' mutexes taken
+    /// in index order, the one order in which several are ever held. Their changes are
+    /// journaled together (one frame: recovered all or none) and published in one step.
+    /// Returns where they are in the journal (0: no change).
+    pub(super) fn with_slots_at<R>(
+        &self,
+        names: &[&str],
+        f: impl FnOnce(&mut [SlotCx<'_>]) -> R,
+    ) -> (R, u64) {
+        let mut shard_indexes: Vec<usize> = names.iter().map(|name| self.shard_index(name)).collect();
+        shard_indexes.sort_unstable();
+        shard_indexes.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, ShardState>)> = shard_indexes
+            .iter()
+            .map(|&index| (index, self.shards[index].state.lock().unwrap_or_else(PoisonError::into_inner)))
+            .collect();
         let now = Instant::now();
-        let unsynced = state.unsynced.get(name).copied().unwrap_or(0);
-        let mut cx = SlotCx::new(slot, &key, self, now, unsynced, fresh);
-        cx.settle();
-        let result = f(&mut cx);
+        let mut opened: Vec<Opened> = names
+            .iter()
+            .map(|name| {
+                let index = self.shard_index(name);
+                let (_, state) = guards.iter_mut().find(|(i, _)| *i == index).expect("its shard is locked");
+                Opened::take(state, name)
+            })
+            .collect();
+        let mut cxs: Vec<SlotCx<'_>> = opened
+            .iter_mut()
+            .map(|open| SlotCx::new(&mut open.slot, &open.key, self, now, open.unsynced, open.fresh))
+            .collect();
+        for cx in cxs.iter_mut() {
+            cx.settle();
+        }
+        let result = f(&mut cxs);
         let mut position = 0;
-        if let (true, Some(journal)) = (cx.dirty, &self.journal) {
-            position = journal.append(&cx.slot.record(&key, now, wall_now_ms()));
+        if let Some(journal) = &self.journal {
+            let wall = wall_now_ms();
+            let records: Vec<_> =
+                cxs.iter().filter(|cx| cx.dirty).map(|cx| cx.slot.record(cx.name, now, wall)).collect();
+            if !records.is_empty() {
+                position = journal.append_all(&records);
+            }
+        }
+        for cx in cxs.iter_mut() {
             if let Some(handoff) = &cx.handoff {
                 handoff.store(position, Ordering::Release);
             }
+            if !cx.changes.is_empty() {
+                cx.stage_events(if cx.dirty { position } else { 0 });
+            }
         }
-        if !cx.changes.is_empty() {
-            cx.stage_events(position);
+        let written: Vec<u64> = cxs.iter().map(|cx| if cx.dirty { position } else { 0 }).collect();
+        drop(cxs);
+        for (open, written) in opened.into_iter().zip(written) {
+            let index = self.shard_index(&open.key);
+            let (_, state) = guards.iter_mut().find(|(i, _)| *i == index).expect("its shard is locked");
+            self.put_back(state, open, written);
         }
-        let after = cx.slot.deadline;
-        let vacant = cx.slot.is_vacant();
-        self.memory.adjust(bytes_before, if vacant { 0 } else { cx.slot.footprint(&key) });
-        state.timers.update(&key, before, after);
-        if position > 0 {
+        let rearm: Vec<usize> = guards
+            .iter_mut()
+            .filter_map(|(index, state)| std::mem::take(&mut state.timers.rearm).then_some(*index))
+            .collect();
+        drop(guards);
+        for index in rearm {
+            self.shards[index].timer.notify_one();
+        }
+        (result, position)
+    }
+
+    /// Puts a slot back after an operation: its bytes, its deadline in the shard's timers,
+    /// where its last change is in the journal (`written`, 0: none pending), the count of
+    /// slots; a slot that holds nothing is dropped.
+    fn put_back(&self, state: &mut ShardState, open: Opened, written: u64) {
+        let Opened { key, slot, fresh, before, bytes_before, .. } = open;
+        let vacant = slot.is_vacant();
+        self.memory.adjust(bytes_before, if vacant { 0 } else { slot.footprint(&key) });
+        state.timers.update(&key, before, slot.deadline());
+        if written > 0 {
             if state.unsynced.len() >= UNSYNCED_KEPT {
                 let durable = self.durable();
                 state.unsynced.retain(|_, at| *at > durable);
             }
-            state.unsynced.insert(key.clone(), position);
+            state.unsynced.insert(key.clone(), written);
         }
         match (fresh, vacant) {
             (true, false) => _ = self.locks.fetch_add(1, Ordering::Relaxed),
             (false, true) => _ = self.locks.fetch_sub(1, Ordering::Relaxed),
             _ => {}
         }
-        if vacant {
-            state.slots.remove(name);
+        if !vacant {
+            state.slots.insert(key, slot);
         }
-        let rearm = std::mem::take(&mut state.timers.rearm);
-        drop(guard);
-        if rearm {
-            shard.timer.notify_one();
-        }
-        (result, position)
     }
 
     /// Runs `f` on the slot of `name` once no change to it is still on its way to the disk,
@@ -148,23 +228,34 @@ impl Shared {
         writes: bool,
         f: impl FnOnce(&mut SlotCx<'_>) -> Result<R>,
     ) -> Result<(R, u64)> {
+        self.with_durable_slots(&[name], writes, |cxs| f(cxs.first_mut().expect("one slot"))).await
+    }
+
+    /// [`Self::with_durable_slot`] for several slots at once (see [`Self::with_slots_at`]).
+    pub(super) async fn with_durable_slots<R>(
+        &self,
+        names: &[&str],
+        writes: bool,
+        f: impl FnOnce(&mut [SlotCx<'_>]) -> Result<R>,
+    ) -> Result<(R, u64)> {
         let Some(journal) = &self.journal else {
-            let (result, _) = self.with_slot_at(name, f);
+            let (result, _) = self.with_slots_at(names, f);
             return result.map(|result| (result, 0));
         };
         let mut f = Some(f);
         loop {
             journal.check_readable()?;
-            let (outcome, position) = self.with_slot_at(name, |cx| {
-                if cx.unsynced > journal.durable() {
-                    return Err(cx.unsynced);
+            let (outcome, position) = self.with_slots_at(names, |cxs| {
+                let unsynced = cxs.iter().map(|cx| cx.unsynced).max().unwrap_or(0);
+                if unsynced > journal.durable() {
+                    return Err(unsynced);
                 }
                 if writes {
                     if let Err(refused) = journal.check_writable() {
                         return Ok(Err(refused));
                     }
                 }
-                Ok((f.take().expect("runs once"))(cx))
+                Ok((f.take().expect("runs once"))(cxs))
             });
             match outcome {
                 Ok(result) => return result.map(|result| (result, position)),
@@ -186,24 +277,12 @@ impl Shared {
     pub(super) fn end_lease(&self, ended: EndedLease) -> u64 {
         let mut last = 0;
         for name in &ended.locks {
-            let ((), position) = self.with_slot_at(name, |cx| {
-                if cx.slot.holder.as_ref().is_some_and(|h| h.lease.as_deref() == Some(&ended.id)) {
-                    cx.revoking = true;
-                    cx.end_hold(true, HoldEnd::Released);
-                }
-            });
+            let ((), position) = self.with_slot_at(name, |cx| cx.end_lease(&ended.id));
             last = last.max(position);
         }
         let lifetime = Lifetime::Lease(ended.id);
         for name in &ended.waiting {
-            self.with_slot(name, |cx| {
-                let (refused, kept): (Vec<_>, Vec<_>) =
-                    cx.slot.take_waiters().into_iter().partition(|w| w.lifetime == lifetime);
-                kept.into_iter().for_each(|waiter| cx.slot.queue().push_back(waiter));
-                for waiter in refused {
-                    let _ = waiter.reply.send(Err(EngineError::NoSuchLease));
-                }
-            });
+            self.with_slot(name, |cx| cx.refuse_waiters(&lifetime, EngineError::NoSuchLease));
         }
         last
     }
@@ -238,7 +317,7 @@ impl Shared {
                 .slots
                 .range::<str, _>((start, Bound::Unbounded))
                 .take_while(|(name, _)| name.starts_with(prefix))
-                .filter(|(_, slot)| slot.holder.is_some())
+                .filter(|(_, slot)| slot.is_held())
                 .take(at_most - count.min(at_most))
                 .count();
             if count >= at_most {

@@ -9,24 +9,32 @@ use tokio::time::{sleep, Instant};
 
 use super::EmbeddedBackend;
 use crate::engine::{
-    AcquireRequest, EngineError, FencingToken, Grant, Lifetime, LockBackend, RefreshRequest, ReleaseRequest,
+    AcquireRequest, Claim, EngineError, FencingToken, Grant, Lifetime, LockBackend, RefreshRequest,
+    ReleaseRequest,
 };
 
 const RETENTION: Duration = Duration::from_secs(10);
 
-fn backend() -> EmbeddedBackend {
+pub(super) fn backend() -> EmbeddedBackend {
     EmbeddedBackend::in_memory(RETENTION)
 }
 
-fn acquire(resource: &str, owner: &str, lifetime: Lifetime, wait: Duration) -> AcquireRequest {
-    AcquireRequest { resource: resource.into(), owner: owner.into(), lifetime, wait, value: None }
+pub(super) fn acquire(resource: &str, owner: &str, lifetime: Lifetime, wait: Duration) -> AcquireRequest {
+    AcquireRequest {
+        resource: resource.into(),
+        owner: owner.into(),
+        lifetime,
+        wait,
+        value: None,
+        claim: Claim::Exclusive,
+    }
 }
 
-fn expire(secs: f64) -> Lifetime {
+pub(super) fn expire(secs: f64) -> Lifetime {
     Lifetime::Expire(Duration::from_secs_f64(secs))
 }
 
-fn release(resource: &str, owner: &str) -> ReleaseRequest {
+pub(super) fn release(resource: &str, owner: &str) -> ReleaseRequest {
     ReleaseRequest {
         resource: resource.into(),
         owner: owner.into(),
@@ -37,7 +45,7 @@ fn release(resource: &str, owner: &str) -> ReleaseRequest {
 }
 
 /// Queues `owner` for `resource` in a task, and returns once it is queued.
-async fn queue(
+pub(super) async fn queue(
     backend: &EmbeddedBackend,
     resource: &str,
     owner: &str,
@@ -99,7 +107,7 @@ async fn a_wait_that_runs_out_names_the_holder() {
     let refused = backend.acquire(acquire("r", "b", Lifetime::Unbounded, Duration::from_secs(2))).await;
     assert_eq!(started.elapsed(), Duration::from_secs(2));
     match refused {
-        Err(EngineError::Locked { owner, expires_in }) => {
+        Err(EngineError::Locked { owner, expires_in, .. }) => {
             assert_eq!(owner, "a");
             assert_eq!(expires_in, Some(Duration::from_secs(28)));
         }

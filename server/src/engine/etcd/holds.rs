@@ -252,11 +252,16 @@ impl Inner {
             Some(hold) => Ok(Attempt::Held(EngineError::Locked {
                 owner: hold.record.owner.clone(),
                 expires_in: self.expires_in(&hold).await?,
+                holders: vec![hold.record.owner.clone()],
             })),
             None => match head.first() {
                 Some(head) => {
                     let waiter: WaiterRecord = decode(head.key(), head.value())?;
-                    Ok(Attempt::Held(EngineError::Locked { owner: waiter.owner, expires_in: None }))
+                    Ok(Attempt::Held(EngineError::Locked {
+                        owner: waiter.owner,
+                        expires_in: None,
+                        holders: Vec::new(),
+                    }))
                 }
                 None => Ok(Attempt::Retry),
             },

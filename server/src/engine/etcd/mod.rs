@@ -67,8 +67,8 @@ use super::capacity::{Capacity, Counter};
 use super::clock::wall_now_ms;
 use super::watch::{LockEvent, WatchHub};
 use super::{
-    AcquireRequest, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend, LockInfo,
-    LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
+    AcquireRequest, Claim, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend,
+    LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
 };
 use crate::metrics::{self, Gauges, How};
 
@@ -239,6 +239,9 @@ impl EtcdBackend {
 #[async_trait]
 impl LockBackend for EtcdBackend {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant> {
+        if request.claim != Claim::Exclusive {
+            return Err(EngineError::Unsupported("semaphores (`limit`) and shared locks (`mode`)"));
+        }
         let metrics = metrics::global();
         let wait_until = Instant::now() + request.wait;
         let place = match request.wait.is_zero() {

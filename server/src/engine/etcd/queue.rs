@@ -364,7 +364,11 @@ impl Queued {
         }
         Err(match self.inner.read_hold(&self.place.name).await {
             Ok(Some(hold)) => match self.inner.expires_in(&hold).await {
-                Ok(expires_in) => EngineError::Locked { owner: hold.record.owner, expires_in },
+                Ok(expires_in) => EngineError::Locked {
+                    holders: vec![hold.record.owner.clone()],
+                    owner: hold.record.owner,
+                    expires_in,
+                },
                 Err(error) => error,
             },
             Ok(None) => EngineError::NotHeld,

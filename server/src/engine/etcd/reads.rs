@@ -8,7 +8,9 @@ use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use super::keys::{decode, lease_name, HoldRecord, LeaseRecord};
 use super::{etcd_error, Inner};
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{EngineError, FencingToken, LeaseId, ListRequest, LockInfo, LockPage, Result};
+use crate::engine::{
+    EngineError, FencingToken, HoldMode, HolderInfo, LeaseId, ListRequest, LockInfo, LockPage, Result,
+};
 
 pub(super) fn ms_left(deadline_ms: u64, wall_ms: u64) -> Duration {
     Duration::from_millis(deadline_ms.saturating_sub(wall_ms))
@@ -196,18 +198,18 @@ impl Inner {
                     (None, Some(deadline)) => Some(ms_left(deadline, wall)),
                     (None, None) => None,
                 };
-                infos.push(LockInfo {
-                    resource: name.clone(),
+                let holder = HolderInfo {
                     owner: hold.record.owner.clone(),
                     token: FencingToken(hold.token as u64),
                     expires_in,
-                    value: value.filter(|_| values).map(|kv| {
-                        bytes += kv.value().len();
-                        String::from_utf8_lossy(kv.value()).into_owned()
-                    }),
-                    waiters: waiters as usize,
+                    mode: HoldMode::Exclusive,
                     lease: hold.record.lease.clone().map(LeaseId),
+                };
+                let value = value.filter(|_| values).map(|kv| {
+                    bytes += kv.value().len();
+                    String::from_utf8_lossy(kv.value()).into_owned()
                 });
+                infos.push(LockInfo::exclusive(name.clone(), holder, value, waiters as usize));
             }
         }
         Ok(infos)

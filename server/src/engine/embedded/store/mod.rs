@@ -34,7 +34,7 @@ mod repair;
 mod writer;
 
 pub use error::StoreError;
-pub use records::Record;
+pub use records::{HeldBy, Record};
 pub use recovery::Recovered;
 pub use repair::{repair, Repaired};
 
@@ -191,15 +191,23 @@ impl Journal {
     /// ([`wait_for`](Self::wait_for), [`sync`](Self::sync)). While the store cannot write, the
     /// record is dropped at once and its position counted lost.
     pub fn append(&self, record: &Record) -> u64 {
-        let mut encoded = Vec::with_capacity(64);
-        record.encode_into(&mut encoded);
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Appends records that must be recovered together or not at all (a multi-lock's holds):
+    /// they go into one frame of the log.
+    pub fn append_all(&self, records: &[Record]) -> u64 {
+        let mut encoded = Vec::with_capacity(64 * records.len());
+        for record in records {
+            record.encode_into(&mut encoded);
+        }
         let mut pending = self.pending();
         if self.failed.load(Ordering::Acquire) {
             return self.lose(&mut pending, encoded.len() as u64);
         }
         pending.appended += encoded.len() as u64;
         pending.bytes.extend_from_slice(&encoded);
-        pending.records += 1;
+        pending.records += records.len();
         let (position, idle) = (pending.appended, pending.writer_idle);
         drop(pending);
         if idle {

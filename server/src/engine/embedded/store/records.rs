@@ -13,7 +13,8 @@ const MAX_PAYLOAD: usize = 1 << 20;
 /// Unix epoch: the monotonic clock does not survive a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    /// `resource` is held.
+    /// `resource` is held by one exclusive holder of a lock (the record of every lock before
+    /// semaphores and read-write locks; still written for such a hold).
     Hold {
         resource: String,
         owner: String,
@@ -22,6 +23,9 @@ pub enum Record {
         lease: Option<String>,
         value: Option<String>,
     },
+    /// `resource` is held by shared holders or a semaphore's permits (`limit`: `Some`), or by
+    /// several holders, oldest grant first.
+    Held { resource: String, limit: Option<u32>, holders: Vec<HeldBy>, value: Option<String> },
     /// Nobody holds `resource`; a value left behind is kept until `value_deadline_ms`.
     /// `value: None` means the resource is forgotten.
     Free { resource: String, value: Option<String>, value_deadline_ms: Option<u64> },
@@ -31,6 +35,17 @@ pub enum Record {
     LeaseGone { id: String },
     /// No token up to `ceiling` may be issued again: the next start goes above it.
     Reserve { ceiling: u64 },
+}
+
+/// One holder in a [`Record::Held`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldBy {
+    pub owner: String,
+    pub token: u64,
+    pub deadline_ms: Option<u64>,
+    pub lease: Option<String>,
+    /// 0: exclusive, 1: shared, 2: a permit.
+    pub mode: u8,
 }
 
 impl Record {
@@ -46,6 +61,20 @@ impl Record {
                 out.extend_from_slice(&token.to_le_bytes());
                 put_opt_u64(out, *deadline_ms);
                 put_opt_str(out, lease.as_deref());
+                put_opt_str(out, value.as_deref());
+            }
+            Record::Held { resource, limit, holders, value } => {
+                out.push(6);
+                put_str(out, resource);
+                put_opt_u64(out, limit.map(u64::from));
+                out.extend_from_slice(&(holders.len() as u32).to_le_bytes());
+                for holder in holders {
+                    put_str(out, &holder.owner);
+                    out.extend_from_slice(&holder.token.to_le_bytes());
+                    put_opt_u64(out, holder.deadline_ms);
+                    put_opt_str(out, holder.lease.as_deref());
+                    out.push(holder.mode);
+                }
                 put_opt_str(out, value.as_deref());
             }
             Record::Free { resource, value, value_deadline_ms } => {
@@ -135,6 +164,25 @@ fn decode(payload: &[u8]) -> Option<Record> {
         3 => Record::Lease { id: input.str()?, ttl_ms: input.u64()?, deadline_ms: input.u64()? },
         4 => Record::LeaseGone { id: input.str()? },
         5 => Record::Reserve { ceiling: input.u64()? },
+        6 => {
+            let resource = input.str()?;
+            let limit = match input.opt_u64()? {
+                Some(limit) => Some(u32::try_from(limit).ok()?),
+                None => None,
+            };
+            let count = u32::from_le_bytes(input.take(4)?.try_into().ok()?) as usize;
+            let mut holders = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                holders.push(HeldBy {
+                    owner: input.str()?,
+                    token: input.u64()?,
+                    deadline_ms: input.opt_u64()?,
+                    lease: input.opt_str()?,
+                    mode: input.u8().filter(|mode| *mode <= 2)?,
+                });
+            }
+            Record::Held { resource, limit, holders, value: input.opt_str()? }
+        }
         _ => return None,
     };
     input.bytes.is_empty().then_some(record)
@@ -229,6 +277,33 @@ mod tests {
                 token: u64::MAX,
                 deadline_ms: None,
                 lease: Some("abc".into()),
+                value: None,
+            },
+            Record::Held {
+                resource: "sem".into(),
+                limit: Some(3),
+                holders: vec![
+                    HeldBy { owner: "a".into(), token: 8, deadline_ms: Some(9), lease: None, mode: 2 },
+                    HeldBy {
+                        owner: "b".into(),
+                        token: 9,
+                        deadline_ms: None,
+                        lease: Some("l".into()),
+                        mode: 2,
+                    },
+                ],
+                value: Some("v".into()),
+            },
+            Record::Held {
+                resource: "rw".into(),
+                limit: None,
+                holders: vec![HeldBy {
+                    owner: "r".into(),
+                    token: 3,
+                    deadline_ms: None,
+                    lease: None,
+                    mode: 1,
+                }],
                 value: None,
             },
             Record::Free { resource: "r".into(), value: Some(String::new()), value_deadline_ms: Some(5) },

@@ -31,6 +31,11 @@ impl Recovered {
                 self.max_token = self.max_token.max(token);
                 self.slots.insert(resource.clone(), record);
             }
+            Record::Held { ref resource, ref holders, .. } => {
+                let highest = holders.iter().map(|holder| holder.token).max().unwrap_or(0);
+                self.max_token = self.max_token.max(highest);
+                self.slots.insert(resource.clone(), record);
+            }
             Record::Free { ref resource, ref value, .. } => {
                 if value.is_some() {
                     self.slots.insert(resource.clone(), record);
