@@ -7,14 +7,16 @@
 const { registerErrorClass, Cancellation, version, ...native } = require('./binding.js')
 
 class LockserverError extends Error {
-  constructor({ code, message, owner, expiresInMs, retryAfterMs }) {
+  constructor({ code, message, owner, expiresInMs, retryAfterMs, holders, limit }) {
     super(message)
     this.name = 'LockserverError'
     this.code = code
     if (code === 'LOCKED') {
       this.owner = owner
       this.expiresInMs = expiresInMs ?? null
+      this.holders = holders ?? []
     }
+    if (code === 'LIMIT_MISMATCH') this.limit = limit ?? null
     if (code === 'RATE_LIMITED') this.retryAfterMs = retryAfterMs ?? null
   }
 }

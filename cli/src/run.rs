@@ -44,6 +44,14 @@ pub struct RunArgs {
     /// The owner id (default LOCKSERVER_OWNER, or one unique to this run).
     #[arg(long)]
     pub owner: Option<String>,
+    /// Take one of N permits of a semaphore: up to N runs at once (every run of NAME must give
+    /// the same N).
+    #[arg(long, value_name = "N", conflicts_with = "shared")]
+    limit: Option<u32>,
+    /// Take the lock as one of its shared holders (a read-write lock's reader): runs with
+    /// --shared go together, a run without it goes alone.
+    #[arg(long)]
+    shared: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true, num_args = 1..)]
     command: Vec<String>,
@@ -51,7 +59,14 @@ pub struct RunArgs {
 
 /// Runs the command under the lock; returns the exit code `lockctl` ends with.
 pub async fn run(client: &Client, args: RunArgs) -> Result<u8, String> {
-    let mut lock = client.lock(&args.name).expire(args.expire);
+    let mut lock = match args.limit {
+        Some(limit) => client.semaphore(&args.name, limit),
+        None => client.lock(&args.name),
+    }
+    .expire(args.expire);
+    if args.shared {
+        lock = lock.shared();
+    }
     if let Some(owner) = &args.owner {
         lock = lock.owner(owner.clone());
     }
@@ -62,10 +77,11 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<u8, String> {
     }
     let guard = match lock.acquire().await {
         Ok(guard) => guard,
-        Err(Error::Locked { owner, expires_in }) => {
+        Err(Error::Locked { owner, expires_in, holders }) => {
             let left =
                 expires_in.map_or("no expiry".to_string(), |left| format!("{:.1}s left", left.as_secs_f64()));
-            eprintln!("lockctl: {} is held by {owner} ({left}); not running the command", args.name);
+            let by = if holders.len() > 1 { holders.join(", ") } else { owner };
+            eprintln!("lockctl: {} is held by {by} ({left}); not running the command", args.name);
             return Ok(args.conflict_exit_code);
         }
         Err(error) => return Err(format!("cannot acquire {}: {error}", args.name)),

@@ -13,7 +13,7 @@ use napi_derive::napi;
 #[napi(object)]
 pub struct ErrorFields {
     /// The error code, upper case: `LOCKED`, `NOT_HELD`, `NOT_OWNER`, `NO_SUCH_LEASE`,
-    /// `LOCK_LOST`, `UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `QUOTA_EXCEEDED`,
+    /// `LIMIT_MISMATCH`, `LOCK_LOST`, `UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `QUOTA_EXCEEDED`,
     /// `BAD_REQUEST`, `UNAVAILABLE` or `SERVER`.
     pub code: String,
     /// What went wrong.
@@ -24,6 +24,10 @@ pub struct ErrorFields {
     pub expires_in_ms: Option<f64>,
     /// `RATE_LIMITED`: milliseconds until the server accepts a request again (`Retry-After`).
     pub retry_after_ms: Option<f64>,
+    /// `LOCKED`: every current holder (a semaphore's, or a read-write lock's readers).
+    pub holders: Option<Vec<String>>,
+    /// `LIMIT_MISMATCH`: the semaphore's limit now; null when the resource is a lock.
+    pub limit: Option<u32>,
 }
 
 thread_local! {
@@ -45,11 +49,15 @@ pub fn register_error_class(error_class: Function<ErrorFields, ()>) -> Result<()
 /// A client error as a `LockserverError` (a plain `Error` if no class was registered).
 pub fn to_js(env: &Env, error: lockserver_client::Error) -> Error {
     let message = error.to_string();
-    let (owner, expires_in_ms) = match &error {
-        lockserver_client::Error::Locked { owner, expires_in } => {
-            (Some(owner.clone()), expires_in.map(|left| left.as_millis() as f64))
+    let (owner, expires_in_ms, holders) = match &error {
+        lockserver_client::Error::Locked { owner, expires_in, holders } => {
+            (Some(owner.clone()), expires_in.map(|left| left.as_millis() as f64), Some(holders.clone()))
         }
-        _ => (None, None),
+        _ => (None, None, None),
+    };
+    let limit = match &error {
+        lockserver_client::Error::LimitMismatch { limit, .. } => *limit,
+        _ => None,
     };
     let retry_after_ms = match &error {
         lockserver_client::Error::RateLimited { retry_after, .. } => {
@@ -63,6 +71,8 @@ pub fn to_js(env: &Env, error: lockserver_client::Error) -> Error {
         owner,
         expires_in_ms,
         retry_after_ms,
+        holders,
+        limit,
     };
     let made = ERROR_CLASS.with(Cell::get).map(|class| -> Result<Error> {
         let instance = class.borrow_back(env)?.new_instance(fields)?;

@@ -17,7 +17,13 @@ create_exception!(
     lockserver_client,
     LockHeld,
     LockserverError,
-    "Another owner holds the lock. `.owner` names it; `.expires_in` is its time left in seconds or None."
+    "Another owner holds the lock. `.owner` names it (`.holders` all of them); `.expires_in` is its time left in seconds or None."
+);
+create_exception!(
+    lockserver_client,
+    LimitMismatch,
+    LockserverError,
+    "The semaphore has another limit (or the resource is a lock, not a semaphore). `.limit` is its limit now, or None."
 );
 create_exception!(
     lockserver_client,
@@ -85,6 +91,7 @@ pub fn to_py(error: Error) -> PyErr {
     let message = error.to_string();
     let exception = match &error {
         Error::Locked { .. } => LockHeld::new_err(message),
+        Error::LimitMismatch { .. } => LimitMismatch::new_err(message),
         Error::LockLost => LockLost::new_err(message),
         Error::NotHeld => NotHeld::new_err(message),
         Error::NotOwner => NotOwner::new_err(message),
@@ -106,9 +113,13 @@ pub fn to_py(error: Error) -> PyErr {
     Python::attach(|py| {
         let value = exception.value(py);
         let _ = value.setattr("code", error.code());
-        if let Error::Locked { owner, expires_in } = &error {
+        if let Error::Locked { owner, expires_in, holders } = &error {
             let _ = value.setattr("owner", owner);
             let _ = value.setattr("expires_in", expires_in.map(|left| left.as_secs_f64()));
+            let _ = value.setattr("holders", holders.clone());
+        }
+        if let Error::LimitMismatch { limit, .. } = &error {
+            let _ = value.setattr("limit", *limit);
         }
         if let Error::RateLimited { retry_after, .. } = &error {
             let _ = value.setattr("retry_after", retry_after.map(|wait| wait.as_secs_f64()));
@@ -122,6 +133,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     module.add("LockserverError", py.get_type::<LockserverError>())?;
     module.add("LockHeld", py.get_type::<LockHeld>())?;
+    module.add("LimitMismatch", py.get_type::<LimitMismatch>())?;
     module.add("LockLost", py.get_type::<LockLost>())?;
     module.add("NotHeld", py.get_type::<NotHeld>())?;
     module.add("NotOwner", py.get_type::<NotOwner>())?;

@@ -43,6 +43,9 @@ pub struct Blocking;
 /// One acquisition through the blocking client; see [`crate::LockBuilder`] for the options.
 pub type LockBuilder = crate::LockBuilder<Blocking>;
 
+/// One multi-lock acquisition through the blocking client; see [`crate::MultiLockBuilder`].
+pub type MultiLockBuilder = crate::MultiLockBuilder<Blocking>;
+
 impl Client {
     /// A builder: configure it, then call
     /// [`build_blocking`](crate::ClientBuilder::build_blocking).
@@ -72,6 +75,17 @@ impl Client {
     /// Starts building an acquisition of `resource`.
     pub fn lock(&self, resource: impl Into<String>) -> LockBuilder {
         self.inner.lock_as(resource.into())
+    }
+
+    /// Starts building an acquisition of one of `limit` permits of the semaphore `resource`;
+    /// see [`crate::Client::semaphore`].
+    pub fn semaphore(&self, resource: impl Into<String>, limit: u32) -> LockBuilder {
+        self.inner.lock_as(resource.into()).permits(limit)
+    }
+
+    /// Starts building a multi-lock of `resources`; see [`crate::Client::lock_many`].
+    pub fn lock_many<S: AsRef<str>>(&self, resources: &[S]) -> MultiLockBuilder {
+        self.inner.lock_many_as(resources)
     }
 
     /// Grants a lease kept alive in the background and revoked on drop.
@@ -112,10 +126,11 @@ impl crate::ScopedLock for Client {
     fn lock_for_scope(
         &self,
         resource: &str,
+        kind: crate::ScopeKind,
         non_blocking: bool,
         expire: Option<Duration>,
     ) -> Result<LockGuard> {
-        self.lock(resource).for_scope(non_blocking, expire).acquire()
+        kind.apply(self.lock(resource)).for_scope(non_blocking, expire).acquire()
     }
 }
 
@@ -194,6 +209,78 @@ impl Drop for LockGuard {
                 let _ = block_on(guard.release());
             }
             // Inside async code the async guard's drop releases it in the background.
+        }
+    }
+}
+
+impl MultiLockBuilder {
+    /// Acquires every lock at once, blocking until granted (or until the wait runs out:
+    /// [`Error::Locked`]).
+    pub fn acquire(self) -> Result<MultiLockGuard> {
+        let until = self.deadline();
+        block_on(self.acquire_until(until)).map(|guard| MultiLockGuard { inner: Some(guard) })
+    }
+
+    /// Acquires every lock if all are free now; `Ok(None)` otherwise.
+    pub fn try_acquire(self) -> Result<Option<MultiLockGuard>> {
+        match block_on(self.acquire_until(Some(tokio::time::Instant::now()))) {
+            Ok(guard) => Ok(Some(MultiLockGuard { inner: Some(guard) })),
+            Err(Error::Locked { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Held locks of a multi-lock; see [`crate::MultiLockGuard`]. Released on drop, synchronously
+/// when dropped outside async code.
+#[derive(Debug)]
+pub struct MultiLockGuard {
+    inner: Option<crate::MultiLockGuard>,
+}
+
+impl MultiLockGuard {
+    fn guard(&self) -> &crate::MultiLockGuard {
+        self.inner.as_ref().expect("present until released or dropped")
+    }
+
+    /// The grants, one per lock, in the order asked.
+    pub fn grants(&self) -> &[crate::Grant] {
+        self.guard().grants()
+    }
+
+    /// The fencing tokens, in the order asked.
+    pub fn tokens(&self) -> Vec<u64> {
+        self.guard().tokens()
+    }
+
+    /// The owner id the locks were granted to.
+    pub fn owner(&self) -> &str {
+        self.guard().owner()
+    }
+
+    /// Whether the locks are known to be lost.
+    pub fn is_lost(&self) -> bool {
+        self.guard().is_lost()
+    }
+
+    /// Keeps the locks past this guard; returns the tokens.
+    pub fn detach(mut self) -> Vec<u64> {
+        self.inner.take().expect("present until released or dropped").detach()
+    }
+
+    /// Releases every lock together; [`Error::LockLost`] if they were no longer all held.
+    pub fn release(mut self) -> Result<()> {
+        let guard = self.inner.take().expect("present until released or dropped");
+        block_on(guard.release())
+    }
+}
+
+impl Drop for MultiLockGuard {
+    fn drop(&mut self) {
+        if let Some(guard) = self.inner.take() {
+            if Handle::try_current().is_err() {
+                let _ = block_on(guard.release());
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::listing::Listing;
 use crate::lock::LockBuilder;
+use crate::multi::MultiLockBuilder;
 use crate::tls::TlsFiles;
 use crate::types::{LeaseInfo, LockInfo, LockPage};
 use crate::watch::{Target, Watch};
@@ -239,6 +240,26 @@ impl Client {
     /// Starts building an acquisition of `resource`; see [`LockBuilder`].
     pub fn lock(&self, resource: impl Into<String>) -> LockBuilder {
         self.lock_as(resource.into())
+    }
+
+    /// Starts building an acquisition of one of `limit` permits of the semaphore `resource`
+    /// (1 to 10,000): up to `limit` holders at once, each with its own fencing token and
+    /// expiry. Every acquisition of a semaphore must give the same limit while it is held or
+    /// waited for ([`Error::LimitMismatch`](crate::Error::LimitMismatch) otherwise).
+    pub fn semaphore(&self, resource: impl Into<String>, limit: u32) -> LockBuilder {
+        self.lock_as(resource.into()).permits(limit)
+    }
+
+    /// Starts building a multi-lock: every lock of `resources` held at once, exclusively, or
+    /// none; see [`MultiLockBuilder`].
+    pub fn lock_many<S: AsRef<str>>(&self, resources: &[S]) -> MultiLockBuilder {
+        self.lock_many_as(resources)
+    }
+
+    /// A multi-lock builder of either kind, with a fresh owner id.
+    pub(crate) fn lock_many_as<M, S: AsRef<str>>(&self, resources: &[S]) -> MultiLockBuilder<M> {
+        let resources = resources.iter().map(|name| name.as_ref().to_string()).collect();
+        MultiLockBuilder::new(self.lock_as(String::new()), resources)
     }
 
     /// A builder of either kind (async or blocking), with a fresh owner id for this acquisition:

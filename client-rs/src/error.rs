@@ -14,10 +14,21 @@ pub enum Error {
     /// Another owner holds the lock and the wait, if any, ran out.
     #[error("the lock is held by `{owner}`")]
     Locked {
-        /// The current holder.
+        /// The current (first) holder.
         owner: String,
-        /// Time left on its hold; `None` when it has no expiry.
+        /// Time left on the first hold to expire; `None` when none expires.
         expires_in: Option<Duration>,
+        /// Every current holder (a semaphore's, or a read-write lock's readers), oldest first.
+        holders: Vec<String>,
+    },
+    /// The resource is a semaphore of another limit, or a lock asked as a semaphore (or the
+    /// other way round), while it has holders or waiters.
+    #[error("limit mismatch: {message}")]
+    LimitMismatch {
+        /// The resource's limit now; `None` when it is a lock.
+        limit: Option<u32>,
+        /// The server's message.
+        message: String,
     },
     /// Nobody holds the lock: never acquired, released, or expired.
     #[error("the lock is not held: it was never acquired, was released, or expired")]
@@ -75,8 +86,9 @@ pub enum Error {
 
 impl Error {
     /// Every code [`Error::code`] can return.
-    pub const CODES: [&'static str; 13] = [
+    pub const CODES: [&'static str; 14] = [
         "locked",
+        "limit_mismatch",
         "not_held",
         "not_owner",
         "no_such_lease",
@@ -92,12 +104,14 @@ impl Error {
     ];
 
     /// The stable code of this error: the server's code where it has one (`locked`,
-    /// `not_held`, `not_owner`, `no_such_lease`, `unauthorized`, `forbidden`, `rate_limited`,
+    /// `limit_mismatch`, `not_held`, `not_owner`, `no_such_lease`, `unauthorized`, `forbidden`,
+    /// `rate_limited`,
     /// `quota_exceeded`, `bad_request`, `unavailable`),
     /// `lock_lost`, `cancelled` or `server` otherwise.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Locked { .. } => "locked",
+            Error::LimitMismatch { .. } => "limit_mismatch",
             Error::NotHeld => "not_held",
             Error::NotOwner => "not_owner",
             Error::NoSuchLease => "no_such_lease",
@@ -125,7 +139,9 @@ impl Error {
             Some(ErrorCode::Locked) => Error::Locked {
                 owner: answer.owner.unwrap_or_default(),
                 expires_in: answer.expires_in_ms.flatten().map(Duration::from_millis),
+                holders: answer.holders.unwrap_or_default(),
             },
+            Some(ErrorCode::LimitMismatch) => Error::LimitMismatch { limit: answer.limit.flatten(), message },
             Some(ErrorCode::NotHeld) => Error::NotHeld,
             Some(ErrorCode::NotOwner) => Error::NotOwner,
             Some(ErrorCode::NoSuchLease) => Error::NoSuchLease,

@@ -112,6 +112,7 @@ mod keepalive;
 mod lease;
 mod listing;
 mod lock;
+mod multi;
 mod operator;
 mod options;
 mod reference;
@@ -126,21 +127,48 @@ pub use error::{Error, Result};
 pub use lease::Lease;
 pub use listing::Listing;
 pub use lock::{Async, LockBuilder, LockGuard, MAX_WAIT_CHUNK};
+pub use lockserver_protocol::bodies::Mode;
 pub use lockserver_protocol::SECRET_HEADER;
+pub use multi::{MultiLockBuilder, MultiLockGuard};
 pub use operator::Health;
 pub use options::{seconds, LockOptions};
 pub use reference::{LockMode, LockserverClient};
 pub use shared::Shared;
-pub use types::{Grant, LeaseInfo, LockInfo, LockPage, Refreshed};
+pub use types::{Grant, HolderInfo, LeaseInfo, LockInfo, LockPage, Refreshed};
 pub use watch::{Watch, WatchEvent, WatchEventKind};
+
+/// What a [`lock_scope!`] holds: the lock alone, as one of its shared holders, or one of a
+/// semaphore's permits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    /// The lock alone.
+    Exclusive,
+    /// As one of its shared holders (a read-write lock's reader).
+    Shared,
+    /// One of this many permits of a semaphore.
+    Semaphore(u32),
+}
+
+impl ScopeKind {
+    /// Applies the kind to a builder.
+    #[doc(hidden)]
+    pub fn apply<M>(self, builder: LockBuilder<M>) -> LockBuilder<M> {
+        match self {
+            ScopeKind::Exclusive => builder,
+            ScopeKind::Shared => builder.shared(),
+            ScopeKind::Semaphore(limit) => builder.permits(limit),
+        }
+    }
+}
 
 /// A client that [`lock_scope!`] can lock with: the blocking client and the reference client.
 pub trait ScopedLock {
-    /// Acquires `resource` for a scope: waiting as long as it takes, or not at all
-    /// (`non_blocking`: [`Error::Locked`]), with an optional expiry kept alive meanwhile.
+    /// Acquires `resource` for a scope, as `kind` says: waiting as long as it takes, or not
+    /// at all (`non_blocking`: [`Error::Locked`]), with an optional expiry kept alive meanwhile.
     fn lock_for_scope(
         &self,
         resource: &str,
+        kind: ScopeKind,
         non_blocking: bool,
         expire: Option<std::time::Duration>,
     ) -> Result<blocking::LockGuard>;
@@ -150,16 +178,17 @@ pub trait ScopedLock {
 pub mod __private {
     use std::time::Duration;
 
-    use crate::{Client, LockGuard, Result};
+    use crate::{Client, LockGuard, Result, ScopeKind};
 
     /// The acquisition behind `lock_scope!(async ...)`.
     pub async fn scope_lock(
         client: &Client,
         resource: &str,
+        kind: ScopeKind,
         non_blocking: bool,
         expire: Option<Duration>,
     ) -> Result<LockGuard> {
-        client.lock(resource).for_scope(non_blocking, expire).acquire().await
+        kind.apply(client.lock(resource)).for_scope(non_blocking, expire).acquire().await
     }
 }
 
@@ -173,6 +202,9 @@ pub mod __private {
 /// - `lock_scope!(&client, "res", non_blocking, { ... })`: `Err(Error::Locked {..})` when held;
 /// - `lock_scope!(&client, "res", expire = duration, { ... })` (also after `non_blocking,`):
 ///   the lock expires unless kept alive, which the guard does while the block runs;
+/// - `lock_scope!(&client, "res", shared, ...)` and `lock_scope!(&client, "res", semaphore = n,
+///   ...)`, followed by any of the forms above (`{ ... }`, `non_blocking, { ... }`, ...): as one
+///   of the lock's shared holders, or as one of `n` permits of a semaphore;
 /// - `lock_scope!(async &client, "res", ...)`: the same forms in async code.
 ///
 /// It never panics when the server is down or the lock is taken: those are `Err`s. If the
@@ -181,45 +213,58 @@ pub mod __private {
 /// scope early and the lock is released in the background.
 #[macro_export]
 macro_rules! lock_scope {
-    (async $client:expr, $resource:expr, non_blocking, expire = $expire:expr, $body:block) => {
-        $crate::__lock_scope_async!($client, $resource, true, ::core::option::Option::Some($expire), $body)
+    (@kind $kind:expr, async $client:expr, $resource:expr, non_blocking, expire = $expire:expr, $body:block) => {
+        $crate::__lock_scope_async!($client, $resource, $kind, true, ::core::option::Option::Some($expire), $body)
     };
-    (async $client:expr, $resource:expr, non_blocking, $body:block) => {
-        $crate::__lock_scope_async!($client, $resource, true, ::core::option::Option::None, $body)
+    (@kind $kind:expr, async $client:expr, $resource:expr, non_blocking, $body:block) => {
+        $crate::__lock_scope_async!($client, $resource, $kind, true, ::core::option::Option::None, $body)
     };
-    (async $client:expr, $resource:expr, expire = $expire:expr, $body:block) => {
-        $crate::__lock_scope_async!($client, $resource, false, ::core::option::Option::Some($expire), $body)
+    (@kind $kind:expr, async $client:expr, $resource:expr, expire = $expire:expr, $body:block) => {
+        $crate::__lock_scope_async!($client, $resource, $kind, false, ::core::option::Option::Some($expire), $body)
     };
-    (async $client:expr, $resource:expr, $body:block) => {
-        $crate::__lock_scope_async!($client, $resource, false, ::core::option::Option::None, $body)
+    (@kind $kind:expr, async $client:expr, $resource:expr, $body:block) => {
+        $crate::__lock_scope_async!($client, $resource, $kind, false, ::core::option::Option::None, $body)
     };
-    ($client:expr, $resource:expr, non_blocking, expire = $expire:expr, $body:block) => {
-        $crate::__lock_scope_blocking!($client, $resource, true, ::core::option::Option::Some($expire), $body)
+    (@kind $kind:expr, $client:expr, $resource:expr, non_blocking, expire = $expire:expr, $body:block) => {
+        $crate::__lock_scope_blocking!($client, $resource, $kind, true, ::core::option::Option::Some($expire), $body)
     };
-    ($client:expr, $resource:expr, non_blocking, $body:block) => {
-        $crate::__lock_scope_blocking!($client, $resource, true, ::core::option::Option::None, $body)
+    (@kind $kind:expr, $client:expr, $resource:expr, non_blocking, $body:block) => {
+        $crate::__lock_scope_blocking!($client, $resource, $kind, true, ::core::option::Option::None, $body)
     };
-    ($client:expr, $resource:expr, expire = $expire:expr, $body:block) => {
-        $crate::__lock_scope_blocking!(
-            $client,
-            $resource,
-            false,
-            ::core::option::Option::Some($expire),
-            $body
-        )
+    (@kind $kind:expr, $client:expr, $resource:expr, expire = $expire:expr, $body:block) => {
+        $crate::__lock_scope_blocking!($client, $resource, $kind, false, ::core::option::Option::Some($expire), $body)
     };
-    ($client:expr, $resource:expr, $body:block) => {
-        $crate::__lock_scope_blocking!($client, $resource, false, ::core::option::Option::None, $body)
+    (@kind $kind:expr, $client:expr, $resource:expr, $body:block) => {
+        $crate::__lock_scope_blocking!($client, $resource, $kind, false, ::core::option::Option::None, $body)
+    };
+    (async $client:expr, $resource:expr, shared, $($rest:tt)+) => {
+        $crate::lock_scope!(@kind $crate::ScopeKind::Shared, async $client, $resource, $($rest)+)
+    };
+    (async $client:expr, $resource:expr, semaphore = $limit:expr, $($rest:tt)+) => {
+        $crate::lock_scope!(@kind $crate::ScopeKind::Semaphore($limit), async $client, $resource, $($rest)+)
+    };
+    (async $client:expr, $($rest:tt)+) => {
+        $crate::lock_scope!(@kind $crate::ScopeKind::Exclusive, async $client, $($rest)+)
+    };
+    ($client:expr, $resource:expr, shared, $($rest:tt)+) => {
+        $crate::lock_scope!(@kind $crate::ScopeKind::Shared, $client, $resource, $($rest)+)
+    };
+    ($client:expr, $resource:expr, semaphore = $limit:expr, $($rest:tt)+) => {
+        $crate::lock_scope!(@kind $crate::ScopeKind::Semaphore($limit), $client, $resource, $($rest)+)
+    };
+    ($client:expr, $($rest:tt)+) => {
+        $crate::lock_scope!(@kind $crate::ScopeKind::Exclusive, $client, $($rest)+)
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __lock_scope_blocking {
-    ($client:expr, $resource:expr, $non_blocking:expr, $expire:expr, $body:block) => {
+    ($client:expr, $resource:expr, $kind:expr, $non_blocking:expr, $expire:expr, $body:block) => {
         match $crate::ScopedLock::lock_for_scope(
             $client,
             ::core::convert::AsRef::<str>::as_ref(&$resource),
+            $kind,
             $non_blocking,
             $expire,
         ) {
@@ -235,10 +280,11 @@ macro_rules! __lock_scope_blocking {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __lock_scope_async {
-    ($client:expr, $resource:expr, $non_blocking:expr, $expire:expr, $body:block) => {
+    ($client:expr, $resource:expr, $kind:expr, $non_blocking:expr, $expire:expr, $body:block) => {
         match $crate::__private::scope_lock(
             $client,
             ::core::convert::AsRef::<str>::as_ref(&$resource),
+            $kind,
             $non_blocking,
             $expire,
         )

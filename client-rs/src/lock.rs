@@ -8,6 +8,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use lockserver_protocol::bodies::Mode;
+
 use crate::error::{Error, Result};
 use crate::keepalive::{self, Liveness};
 use crate::options::LockOptions;
@@ -29,11 +31,11 @@ pub const MAX_WAIT_CHUNK: Duration = Duration::from_secs(30);
 /// [blocking](crate::blocking) one (`acquire()`); `M` says which.
 #[must_use = "a LockBuilder does nothing until acquire() or try_acquire()"]
 pub struct LockBuilder<M = Async> {
-    transport: Arc<Transport>,
-    request: AcquireRequest,
+    pub(crate) transport: Arc<Transport>,
+    pub(crate) request: AcquireRequest,
     wait: Option<Duration>,
     /// The expiry used when neither `expire`, a lease nor `hold_until_released` is set.
-    default_expire: Option<Duration>,
+    pub(crate) default_expire: Option<Duration>,
     mode: PhantomData<M>,
 }
 
@@ -116,6 +118,23 @@ impl<M> LockBuilder<M> {
     /// ([`ClientBuilder::timeout`](crate::ClientBuilder::timeout), 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.request.timeout = Some(timeout);
+        self
+    }
+
+    /// Takes the lock as one of its shared holders (a read-write lock's reader): any number
+    /// of shared holders at once, or one exclusive holder. Waiting is first come, first served
+    /// across modes: a queued exclusive request holds back shared ones that come after it.
+    pub fn shared(mut self) -> Self {
+        self.request.mode = Some(Mode::Shared);
+        self.request.limit = None;
+        self
+    }
+
+    /// Takes one of `limit` permits of a semaphore (see [`Client::semaphore`](crate::Client::semaphore)).
+    #[doc(hidden)]
+    pub fn permits(mut self, limit: u32) -> Self {
+        self.request.limit = Some(limit);
+        self.request.mode = None;
         self
     }
 
@@ -297,7 +316,10 @@ impl LockGuard {
             }
             _ => None,
         };
-        let watcher = match (&hold.liveness, transport.watch_guards) {
+        // Events show a lock's first holder: only an exclusive hold can tell from them that it
+        // was replaced. Shared holds and permits rely on their keepalive.
+        let exclusive = request.mode.is_none_or(|mode| mode == Mode::Exclusive) && request.limit.is_none();
+        let watcher = match (&hold.liveness, transport.watch_guards && exclusive) {
             (Some(liveness), true) => Some(spawn_watcher(hold.clone(), liveness.clone())),
             _ => None,
         };
@@ -404,7 +426,7 @@ impl LockGuard {
 }
 
 /// An instant no hold outlives (about a century away).
-fn far_future() -> Instant {
+pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 

@@ -141,10 +141,11 @@ impl crate::ScopedLock for LockserverClient {
     fn lock_for_scope(
         &self,
         resource: &str,
+        kind: crate::ScopeKind,
         non_blocking: bool,
         expire: Option<Duration>,
     ) -> Result<blocking::LockGuard> {
-        self.client.lock_for_scope(resource, non_blocking, expire)
+        self.client.lock_for_scope(resource, kind, non_blocking, expire)
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use lockserver_protocol::bodies::{GrantReply, LeaseReply, LockPageReply, LockReply, RefreshedReply};
+use lockserver_protocol::bodies::{
+    GrantReply, HolderReply, LeaseReply, LockPageReply, LockReply, Mode, RefreshedReply,
+};
 
 use crate::error::{Error, Result};
 
@@ -49,14 +51,15 @@ impl From<RefreshedReply> for Refreshed {
     }
 }
 
-/// A held lock, as inspected or listed.
+/// A held lock, as inspected or listed. `owner`, `token`, `expires_in` and `lease` are those
+/// of its first holder (the only one of an exclusive lock); `holders` lists them all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockInfo {
     /// The lock's name.
     pub resource: String,
-    /// The holder.
+    /// The (first) holder.
     pub owner: String,
-    /// The hold's fencing token.
+    /// The (first) hold's fencing token.
     pub token: u64,
     /// Time left on the hold; `None` without expiry.
     pub expires_in: Option<Duration>,
@@ -64,8 +67,41 @@ pub struct LockInfo {
     pub value: Option<String>,
     /// How many requests are queued for it.
     pub waiters: usize,
-    /// The lease the hold is bound to.
+    /// The lease the (first) hold is bound to.
     pub lease: Option<String>,
+    /// `Exclusive`, `Shared` (a read-write lock's readers) or `Permit` (a semaphore).
+    pub mode: Mode,
+    /// A semaphore's number of permits; `None` for a lock.
+    pub limit: Option<u32>,
+    /// Every holder, oldest grant first.
+    pub holders: Vec<HolderInfo>,
+}
+
+/// One holder of a lock or semaphore.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HolderInfo {
+    /// The holder.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// Time left on its hold; `None` without expiry.
+    pub expires_in: Option<Duration>,
+    /// How it holds the lock.
+    pub mode: Mode,
+    /// The lease its hold is bound to.
+    pub lease: Option<String>,
+}
+
+impl From<HolderReply> for HolderInfo {
+    fn from(reply: HolderReply) -> Self {
+        HolderInfo {
+            owner: reply.owner,
+            token: reply.token,
+            expires_in: reply.expires_in_ms.map(Duration::from_millis),
+            mode: reply.mode,
+            lease: reply.lease,
+        }
+    }
 }
 
 impl From<LockReply> for LockInfo {
@@ -78,6 +114,9 @@ impl From<LockReply> for LockInfo {
             value: reply.value,
             waiters: reply.waiters,
             lease: reply.lease,
+            mode: reply.mode,
+            limit: reply.limit,
+            holders: reply.holders.into_iter().map(HolderInfo::from).collect(),
         }
     }
 }

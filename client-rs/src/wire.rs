@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use lockserver_protocol::bodies::{
-    AcquireBody, GrantReply, HealthReply, KeepaliveReply, LeaseBody, LeaseReply, ListQuery, LockPageReply,
-    LockReply, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply, RevokedReply,
+    AcquireBody, GrantReply, GrantsReply, HealthReply, KeepaliveReply, LeaseBody, LeaseReply, ListQuery,
+    LockPageReply, LockReply, Mode, RefreshBody, RefreshedReply, ReleaseBody, ReleasedReply, RevokedReply,
 };
 use lockserver_protocol::SECRET_HEADER;
 use reqwest::Method;
@@ -43,6 +43,12 @@ pub(crate) struct AcquireRequest {
     pub(crate) value: Option<String>,
     /// Overrides the client's timeout for this acquisition's calls.
     pub(crate) timeout: Option<Duration>,
+    /// `Shared` for a read-write lock's reader; `None` is exclusive.
+    pub(crate) mode: Option<Mode>,
+    /// A semaphore's number of permits.
+    pub(crate) limit: Option<u32>,
+    /// A multi-lock's resources (then `resource` is not sent).
+    pub(crate) resources: Vec<String>,
 }
 
 /// How a call may be retried after a transport error.
@@ -77,18 +83,52 @@ impl<'a> Call<'a> {
 impl Transport {
     /// `POST /acquire`. Idempotent for a given owner, so it is retried after transport errors.
     pub(crate) async fn acquire(&self, request: &AcquireRequest) -> Result<Grant> {
+        let call = self.acquire_call(request);
+        self.call::<GrantReply>(call).await.map(Grant::from)
+    }
+
+    /// `POST /acquire` of a multi-lock (`resources`): one grant per resource, in order.
+    pub(crate) async fn acquire_many(&self, request: &AcquireRequest) -> Result<Vec<Grant>> {
+        let call = self.acquire_call(request);
+        let reply = self.call::<GrantsReply>(call).await?;
+        Ok(reply.grants.into_iter().map(Grant::from).collect())
+    }
+
+    fn acquire_call<'a>(&self, request: &AcquireRequest) -> Call<'a> {
+        let multi = !request.resources.is_empty();
         let body = AcquireBody {
-            resource: Some(request.resource.clone()),
+            resource: (!multi).then(|| request.resource.clone()),
             owner: request.owner.clone(),
             expire: request.expire.map(|expire| expire.as_secs_f64()),
             wait: (!request.wait.is_zero()).then_some(request.wait.as_secs_f64()),
             lease: request.lease.clone(),
             value: request.value.clone(),
+            mode: request.mode,
+            limit: request.limit,
+            resources: multi.then(|| request.resources.clone()),
         };
         let mut call = Call::idempotent(Method::POST, "/acquire", Some(body));
         call.wait = request.wait;
         call.timeout = request.timeout;
-        self.call::<GrantReply>(call).await.map(Grant::from)
+        call
+    }
+
+    /// `POST /release` of a multi-lock's resources together. A retry that finds them already
+    /// gone counts as released.
+    pub(crate) async fn release_many(&self, resources: &[String], owner: &str) -> Result<()> {
+        let body = ReleaseBody {
+            resource: None,
+            owner: owner.to_string(),
+            token: None,
+            keep_value: None,
+            force: None,
+            resources: Some(resources.to_vec()),
+        };
+        let call = Call::idempotent(Method::POST, "/release", Some(body));
+        match self.call_counting_retries::<ReleasedReply>(call).await {
+            (Ok(_), _) | (Err(Error::NotHeld), true) => Ok(()),
+            (Err(error), _) => Err(error),
+        }
     }
 
     /// `POST /release`. A retry that finds the lock already gone counts as released.
@@ -105,6 +145,7 @@ impl Transport {
             token,
             keep_value: keep_value.then_some(true),
             force: None,
+            resources: None,
         };
         let call = Call::idempotent(Method::POST, "/release", Some(body));
         match self.call_counting_retries::<ReleasedReply>(call).await {

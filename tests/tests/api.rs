@@ -14,3 +14,6 @@ mod keys;
 
 #[path = "suite/watch.rs"]
 mod watch;
+
+#[path = "suite/sharing.rs"]
+mod sharing;

@@ -109,12 +109,11 @@ impl<'a> SlotCx<'a> {
         let changes = std::mem::take(&mut self.changes);
         for kind in changes {
             let ended = matches!(kind, EventKind::Released | EventKind::Expired | EventKind::Revoked);
-            let hold =
-                self.slot.holders.first().filter(|_| !ended || self.slot.is_held()).map(|holder| EventHold {
-                    owner: holder.owner.to_string(),
-                    token: holder.token.0,
-                    expires_in: holder.expires_in(self.shared, self.now),
-                });
+            let hold = self.slot.holders.first().filter(|_| !ended).map(|holder| EventHold {
+                owner: holder.owner.to_string(),
+                token: holder.token.0,
+                expires_in: holder.expires_in(self.shared, self.now),
+            });
             let event = LockEvent {
                 id: 0,
                 kind,
