@@ -10,6 +10,7 @@ use crate::info::lock_dict;
 use crate::lease::Lease;
 use crate::list::Locks;
 use crate::lock::Lock;
+use crate::multi::MultiLock;
 use crate::watch::Watch;
 use crate::{awaitable, errors, wait};
 
@@ -36,6 +37,22 @@ impl LeaseArg {
             LeaseArg::Id(id) => Ok(id.clone()),
         }
     }
+}
+
+/// The options of one acquisition from Python's arguments.
+fn lock_options(
+    expire: Option<f64>,
+    wait: Option<f64>,
+    value: Option<String>,
+    lease: Option<LeaseArg>,
+    hold_until_released: bool,
+    timeout: Option<f64>,
+) -> PyResult<LockOptions> {
+    let lease = lease.map(|lease| lease.id()).transpose()?;
+    let mut options =
+        LockOptions::from_seconds(expire, wait, value, lease, hold_until_released).map_err(errors::to_py)?;
+    options.timeout = timeout.map(|secs| seconds("timeout", secs)).transpose().map_err(errors::to_py)?;
+    Ok(options)
 }
 
 impl LockserverClient {
@@ -150,8 +167,9 @@ impl LockserverClient {
     /// `wait=None` waits as long as it takes. `expire` (seconds) is kept alive in the
     /// background; without it (and without `lease`) the client's `default_expire` applies (30 s),
     /// unless `hold_until_released=True`: then the lock is held until released, even if this
-    /// process dies. `timeout` overrides the client's for this lock's calls.
-    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    /// process dies. `mode="shared"` takes it as one of its shared holders (a read-write lock's
+    /// reader; default `"exclusive"`). `timeout` overrides the client's for this lock's calls.
+    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None, *, mode=None, hold_until_released=false, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn lock(
         &self,
@@ -160,18 +178,17 @@ impl LockserverClient {
         wait: Option<f64>,
         value: Option<String>,
         lease: Option<LeaseArg>,
+        mode: Option<&str>,
         hold_until_released: bool,
         timeout: Option<f64>,
     ) -> PyResult<Lock> {
-        let lease = lease.map(|lease| lease.id()).transpose()?;
-        let mut options = LockOptions::from_seconds(expire, wait, value, lease, hold_until_released)
-            .map_err(errors::to_py)?;
-        options.timeout = timeout.map(|secs| seconds("timeout", secs)).transpose().map_err(errors::to_py)?;
+        let options = lock_options(expire, wait, value, lease, hold_until_released, timeout)?;
+        let options = options.mode(mode).map_err(errors::to_py)?;
         Ok(Lock::new(self.client.clone(), resource, options))
     }
 
     /// The same as `lock`, named for `async with`.
-    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[pyo3(signature = (resource, expire=None, wait=None, value=None, lease=None, *, mode=None, hold_until_released=false, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn lock_async(
         &self,
@@ -180,10 +197,84 @@ impl LockserverClient {
         wait: Option<f64>,
         value: Option<String>,
         lease: Option<LeaseArg>,
+        mode: Option<&str>,
         hold_until_released: bool,
         timeout: Option<f64>,
     ) -> PyResult<Lock> {
-        self.lock(resource, expire, wait, value, lease, hold_until_released, timeout)
+        self.lock(resource, expire, wait, value, lease, mode, hold_until_released, timeout)
+    }
+
+    /// One of `limit` permits of the semaphore `resource` (1 to 10,000), acquired by `with` (or
+    /// `async with`) and released at its end: up to `limit` holders at once, each with its own
+    /// token and expiry. Every user of the semaphore must give the same `limit` (`LimitMismatch`
+    /// otherwise). The other arguments are those of `lock`.
+    #[pyo3(signature = (resource, limit, expire=None, wait=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn semaphore(
+        &self,
+        resource: String,
+        limit: u32,
+        expire: Option<f64>,
+        wait: Option<f64>,
+        value: Option<String>,
+        lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Lock> {
+        let mut options = lock_options(expire, wait, value, lease, hold_until_released, timeout)?;
+        options.limit = Some(limit);
+        Ok(Lock::new(self.client.clone(), resource, options))
+    }
+
+    /// The same as `semaphore`, named for `async with`.
+    #[pyo3(signature = (resource, limit, expire=None, wait=None, value=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn semaphore_async(
+        &self,
+        resource: String,
+        limit: u32,
+        expire: Option<f64>,
+        wait: Option<f64>,
+        value: Option<String>,
+        lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Lock> {
+        self.semaphore(resource, limit, expire, wait, value, lease, hold_until_released, timeout)
+    }
+
+    /// Every lock of `resources` (2 to 64 names) at once, exclusively, or none: acquired by
+    /// `with` (or `async with`) and released together at its end. While it waits it holds
+    /// none of them; overlapping multi-locks never deadlock. `.tokens` are the fencing tokens,
+    /// in the order given.
+    #[pyo3(signature = (resources, expire=None, wait=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn lock_many(
+        &self,
+        resources: Vec<String>,
+        expire: Option<f64>,
+        wait: Option<f64>,
+        lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<MultiLock> {
+        let options = lock_options(expire, wait, None, lease, hold_until_released, timeout)?;
+        Ok(MultiLock::new(self.client.clone(), resources, options))
+    }
+
+    /// The same as `lock_many`, named for `async with`.
+    #[pyo3(signature = (resources, expire=None, wait=None, lease=None, *, hold_until_released=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn lock_many_async(
+        &self,
+        resources: Vec<String>,
+        expire: Option<f64>,
+        wait: Option<f64>,
+        lease: Option<LeaseArg>,
+        hold_until_released: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<MultiLock> {
+        self.lock_many(resources, expire, wait, lease, hold_until_released, timeout)
     }
 
     /// Tries to acquire `resource` now. Returns a `Lock` that is true when it holds the lock and
@@ -201,7 +292,8 @@ impl LockserverClient {
         hold_until_released: bool,
         timeout: Option<f64>,
     ) -> PyResult<Lock> {
-        let lock = self.lock(resource, expire, Some(0.0), value, lease, hold_until_released, timeout)?;
+        let lock =
+            self.lock(resource, expire, Some(0.0), value, lease, None, hold_until_released, timeout)?;
         let (try_acquire, lock) = lock.try_acquire();
         wait(py, try_acquire)?;
         Ok(lock)
@@ -220,7 +312,8 @@ impl LockserverClient {
         hold_until_released: bool,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let lock = self.lock(resource, expire, Some(0.0), value, lease, hold_until_released, timeout)?;
+        let lock =
+            self.lock(resource, expire, Some(0.0), value, lease, None, hold_until_released, timeout)?;
         let (try_acquire, lock) = lock.try_acquire();
         awaitable(py, async move {
             try_acquire.await?;

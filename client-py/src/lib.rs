@@ -12,6 +12,7 @@ mod info;
 mod lease;
 mod list;
 mod lock;
+mod multi;
 mod watch;
 
 use asyncio::awaitable;
@@ -64,6 +65,7 @@ where
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::LockserverClient>()?;
     module.add_class::<lock::Lock>()?;
+    module.add_class::<multi::MultiLock>()?;
     module.add_class::<lease::Lease>()?;
     module.add_class::<list::Locks>()?;
     module.add_class::<watch::Watch>()?;

@@ -73,6 +73,12 @@ impl<M> LockBuilder<M> {
         if let Some(timeout) = options.timeout {
             self = self.timeout(timeout);
         }
+        if options.shared {
+            self = self.shared();
+        }
+        if let Some(limit) = options.limit {
+            self = self.permits(limit);
+        }
         self
     }
 

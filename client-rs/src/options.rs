@@ -22,6 +22,10 @@ pub struct LockOptions {
     pub hold_until_released: bool,
     /// How long each call may take on top of its server-side wait (the client's otherwise).
     pub timeout: Option<Duration>,
+    /// Take the lock as one of its shared holders (a read-write lock's reader).
+    pub shared: bool,
+    /// Take one of this many permits of a semaphore.
+    pub limit: Option<u32>,
 }
 
 impl LockOptions {
@@ -56,7 +60,31 @@ impl LockOptions {
             lease,
             hold_until_released,
             timeout: None,
+            shared: false,
+            limit: None,
         })
+    }
+
+    /// Sets the mode the bindings pass as a string: `"exclusive"` (or `None`) or `"shared"`.
+    ///
+    /// ```
+    /// use lockserver_client::LockOptions;
+    ///
+    /// let options = LockOptions::default().mode(Some("shared")).unwrap();
+    /// assert!(options.shared);
+    /// assert!(LockOptions::default().mode(Some("read")).is_err());
+    /// ```
+    pub fn mode(mut self, mode: Option<&str>) -> Result<Self> {
+        self.shared = match mode {
+            None | Some("exclusive") => false,
+            Some("shared") => true,
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "`mode` is \"exclusive\" or \"shared\", not {other:?}"
+                )))
+            }
+        };
+        Ok(self)
     }
 }
 
