@@ -3,6 +3,7 @@
 /** The stable error codes: the Rust client's codes, upper case (a test checks they match). */
 export type LockserverErrorCode =
   | 'LOCKED'
+  | 'LIMIT_MISMATCH'
   | 'NOT_HELD'
   | 'NOT_OWNER'
   | 'NO_SUCH_LEASE'
@@ -23,6 +24,10 @@ export declare class LockserverError extends Error {
   readonly owner?: string
   /** `LOCKED`: milliseconds left on the current hold, or null without expiry. */
   readonly expiresInMs?: number | null
+  /** `LOCKED`: every current holder (a semaphore's, or a read-write lock's readers). */
+  readonly holders?: string[]
+  /** `LIMIT_MISMATCH`: the semaphore's limit now, or null when the resource is a lock. */
+  readonly limit?: number | null
   /** `RATE_LIMITED`: milliseconds until the server accepts a request again (from `Retry-After`). */
   readonly retryAfterMs?: number | null
   constructor(fields: ErrorFields)
@@ -53,7 +58,18 @@ export interface LockserverClient {
    * Acquires `resource`, runs `callback` with the lock handle, and releases the lock in
    * `finally`; resolves to the callback's value. If the lock was lost meanwhile, rejects
    * with `LOCK_LOST` (the callback's work may have overlapped another holder's).
+   * `options.mode: 'shared'` takes it shared, `options.limit: n` as one of n permits of a
+   * semaphore.
    */
+  /**
+   * One of `limit` permits of the semaphore `resource` (1 to 10,000): up to `limit` holders at
+   * once, each with its own token and expiry. Every user must give the same limit
+   * (`LIMIT_MISMATCH` otherwise).
+   */
+  semaphore(resource: string, limit: number, options?: LockOptions | null): Promise<LockHandle>
   withLock<T>(resource: string, options: LockOptions | undefined | null, callback: (lock: LockHandle) => T | Promise<T>): Promise<T>
   withLock<T>(resource: string, callback: (lock: LockHandle) => T | Promise<T>): Promise<T>
+  /** `withLock` of a multi-lock: every lock of `resources` at once, released together. */
+  withLock<T>(resources: string[], options: LockOptions | undefined | null, callback: (locks: MultiLockHandle) => T | Promise<T>): Promise<T>
+  withLock<T>(resources: string[], callback: (locks: MultiLockHandle) => T | Promise<T>): Promise<T>
 }

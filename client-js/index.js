@@ -30,7 +30,7 @@ function argumentError(error) {
   return new LockserverError({ code: 'BAD_REQUEST', message: `invalid argument: ${error.message}` })
 }
 
-for (const cls of [native.LockserverClient, native.LockHandle, native.Lease, native.Listing, native.Watch]) {
+for (const cls of [native.LockserverClient, native.LockHandle, native.MultiLockHandle, native.Lease, native.Listing, native.Watch]) {
   for (const name of Object.getOwnPropertyNames(cls.prototype)) {
     const method = Object.getOwnPropertyDescriptor(cls.prototype, name).value
     if (name === 'constructor' || typeof method !== 'function') continue
@@ -71,12 +71,17 @@ class LockserverClient extends native.LockserverClient {
     }
   }
 
+  /** One of `limit` permits of the semaphore `resource`; the options are those of `lock`. */
+  async semaphore(resource, limit, options) {
+    return this.lock(resource, { ...(options ?? {}), limit })
+  }
+
   async withLock(resource, options, callback) {
     if (typeof options === 'function') {
       callback = options
       options = undefined
     }
-    const lock = await this.lock(resource, options)
+    const lock = Array.isArray(resource) ? await this.lockMany(resource, options) : await this.lock(resource, options)
     let result
     try {
       result = await callback(lock)

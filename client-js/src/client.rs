@@ -10,6 +10,7 @@ use crate::info::LockInfo;
 use crate::lease::Lease;
 use crate::listing::Listing;
 use crate::lock::LockHandle;
+use crate::multi::MultiLockHandle;
 use crate::watch::Watch;
 
 /// Where the server is and who we are; each falls back to `LOCKSERVER_ADDR`,
@@ -57,6 +58,12 @@ pub struct LockOptions {
     pub hold_until_released: Option<bool>,
     /// Seconds each call may take on top of its server-side wait (the client's otherwise).
     pub timeout: Option<f64>,
+    /// `'shared'`: as one of the lock's shared holders (a read-write lock's reader); default
+    /// `'exclusive'`.
+    #[napi(ts_type = "'exclusive' | 'shared'")]
+    pub mode: Option<String>,
+    /// One of this many permits of a semaphore (what `semaphore(name, limit)` sets).
+    pub limit: Option<u32>,
 }
 
 /// A lockserver client.
@@ -72,17 +79,22 @@ impl LockserverClient {
         resource: String,
         options: Option<LockOptions>,
     ) -> lockserver_client::Result<lockserver_client::LockBuilder> {
-        let options = match options {
-            Some(LockOptions { expire, wait, value, lease, hold_until_released, timeout }) => {
-                let held = hold_until_released.unwrap_or(false);
-                let mut options = ClientLockOptions::from_seconds(expire, wait, value, lease, held)?;
-                options.timeout = timeout.map(|secs| seconds("timeout", secs)).transpose()?;
-                options
-            }
-            None => ClientLockOptions::default(),
-        };
-        Ok(self.client.lock(resource).options(&options))
+        Ok(self.client.lock(resource).options(&client_options(options)?))
     }
+}
+
+/// The Rust client's options from JavaScript's.
+fn client_options(options: Option<LockOptions>) -> lockserver_client::Result<ClientLockOptions> {
+    let Some(LockOptions { expire, wait, value, lease, hold_until_released, timeout, mode, limit }) = options
+    else {
+        return Ok(ClientLockOptions::default());
+    };
+    let held = hold_until_released.unwrap_or(false);
+    let mut options =
+        ClientLockOptions::from_seconds(expire, wait, value, lease, held)?.mode(mode.as_deref())?;
+    options.timeout = timeout.map(|secs| seconds("timeout", secs)).transpose()?;
+    options.limit = limit;
+    Ok(options)
 }
 
 #[napi]
@@ -200,6 +212,20 @@ impl LockserverClient {
     ) -> Result<PromiseRaw<'env, Option<LockHandle>>> {
         let builder = self.builder(resource, options);
         promise(env, async move { builder?.try_acquire().await }, |guard| guard.map(LockHandle::new))
+    }
+
+    /// Acquires every lock of `resources` at once, exclusively, or none (waiting while any is
+    /// held, holding none meanwhile); resolves to a handle whose `release()` ends them all.
+    #[napi(ts_return_type = "Promise<MultiLockHandle>")]
+    pub fn lock_many<'env>(
+        &self,
+        env: &'env Env,
+        resources: Vec<String>,
+        options: Option<LockOptions>,
+    ) -> Result<PromiseRaw<'env, MultiLockHandle>> {
+        let builder =
+            client_options(options).map(|options| self.client.lock_many(&resources).options(&options));
+        promise(env, async move { builder?.acquire().await }, MultiLockHandle::new)
     }
 
     /// Grants a lease with `ttl` seconds to live, kept alive in the background until revoked.

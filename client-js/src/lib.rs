@@ -2,7 +2,8 @@
 //!
 //! They convert types, errors and async, nothing more; the modules mirror the Python binding's:
 //! - `client.rs`: `LockserverClient` (the reference calls, locks, leases, inspection);
-//! - `lock.rs`: `LockHandle`, a held lock;
+//! - `lock.rs`: `LockHandle`, a held lock (or shared hold, or semaphore permit);
+//! - `multi.rs`: `MultiLockHandle`, the held locks of a multi-lock;
 //! - `lease.rs`: `Lease`;
 //! - `info.rs`: `LockInfo`, a held lock as `inspect` and `list` give it;
 //! - `listing.rs`: `Listing`, the pages behind `list()`;
@@ -20,4 +21,5 @@ mod info;
 mod lease;
 mod listing;
 mod lock;
+mod multi;
 mod watch;
