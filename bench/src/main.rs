@@ -122,7 +122,7 @@ fn main() {
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
-/// (`uncontended`, `security`, `watch`, `contended`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`,
+/// (`uncontended`, `security`, `watch`, `contended`, `sharing`, `parked`, `expiries`, `held`, `caps`, `clients`, `etcd`,
 /// `durability`, `redis`; Redis needs `uncontended` too). `LOCKSERVER_BENCH_BASELINE` names a lockserver binary
 /// that `durability` measures the durable store against.
 fn wanted(name: &str) -> bool {
@@ -155,6 +155,10 @@ async fn run_all(binary: &Path, root: &Path, data: &Path, locks: usize) -> Strin
     if wanted("contended") {
         eprintln!("contended...");
         scenarios::contended(binary, &mut out).await;
+    }
+    if wanted("sharing") {
+        eprintln!("semaphore and readers...");
+        scenarios::sharing(binary, &mut out).await;
     }
     if wanted("parked") {
         eprintln!("parked waiters...");

@@ -83,6 +83,13 @@
 //! let guard = client.lock("ledger").expire(Duration::from_secs(5)).acquire()?;
 //! assert!(!guard.is_lost());
 //! guard.release()?;
+//!
+//! // One of 4 permits of a semaphore; a reader of a read-write lock; two locks at once.
+//! lock_scope!(&client, "gpu-pool", semaphore = 4, { /* up to 4 at once */ })?;
+//! lock_scope!(&client, "config", shared, non_blocking, { /* readers together */ })?;
+//! let both = client.lock_many(&["account-a", "account-b"]).acquire()?;
+//! assert_eq!(both.tokens().len(), 2);
+//! both.release()?;
 //! # assert_eq!(total, 2);
 //! # Ok::<(), Error>(())
 //! ```

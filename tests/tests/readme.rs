@@ -45,6 +45,9 @@ fn the_readme_curl_examples_run() {
         r#"{"ttl":10.0}"#,
         r#""locks":["leader"]"#,
         r#""revoked":true"#,
+        r#""holders":["job-1","job-2"]"#,
+        r#""error":"limit_mismatch""#,
+        r#"{"grants":[{"resource":"account-a""#,
     ] {
         assert!(output.contains(shown), "the README shows {shown}, the server answered:\n{output}");
     }
