@@ -4,43 +4,17 @@
 //! it asks for, all in one step under the shards' mutexes, so any two requests stand in the
 //! same order in every queue they share: waiting never forms a cycle, whatever the sets. It
 //! holds nothing while it waits. When a lock whose queue it heads is free, that lock's hand-off
-//! wakes the request instead of granting it ([`MultiWait::wake`]); the request then takes
+//! wakes the request instead of granting it (`slot.rs`'s `MultiWait`); the request then takes
 //! every lock at once if it heads every queue and every lock is free, else waits on.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
-use super::slot::Answer;
+use super::slot::{Answer, MultiWait};
 use super::slot_cx::{HoldEnd, Queueing, SlotCx};
 use super::Shared;
-use crate::engine::{AcquireManyRequest, Claim, EngineError, Grant, HoldMode, ReleaseManyRequest, Result};
-
-/// What a queued multi-lock request is woken by.
-#[derive(Default)]
-pub(super) struct MultiWait {
-    ready: Notify,
-    /// Set when one of its places was refused (its lease ended, the server shuts down).
-    refused: Mutex<Option<EngineError>>,
-}
-
-impl MultiWait {
-    /// One of its locks is free with it at the head of the queue: try to take them all.
-    pub(super) fn wake(&self) {
-        self.ready.notify_one();
-    }
-
-    /// One of its places was refused: the request ends with `error`.
-    pub(super) fn refuse(&self, error: EngineError) {
-        self.refused.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(error);
-        self.ready.notify_one();
-    }
-
-    fn refused(&self) -> Option<EngineError> {
-        self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
+use crate::engine::{AcquireManyRequest, Claim, Grant, HoldMode, ReleaseManyRequest, Result};
 
 /// A queued multi-lock request's places; dropping it before it is answered leaves the queues.
 struct Places<'a> {
@@ -91,14 +65,23 @@ impl Shared {
                     return Err(busy.slot.locked(self, busy.now));
                 }
                 let mut id = None;
-                for (index, cx) in cxs.iter_mut().enumerate() {
+                for index in 0..cxs.len() {
                     let queueing = Queueing {
                         owner: request.owner.clone(),
                         lifetime: request.lifetime.clone(),
                         value: None,
                         claim: Claim::Exclusive,
                     };
-                    id = Some(cx.enqueue(queueing, Answer::Many(multi.clone()), id, index == 0)?);
+                    match cxs[index].enqueue(queueing, Answer::Many(multi.clone()), id, index == 0) {
+                        Ok(queued) => id = Some(queued),
+                        Err(error) => {
+                            // All places or none: leave the queues joined so far.
+                            if let Some(id) = id {
+                                cxs[..index].iter_mut().for_each(|cx| _ = cx.leave_queue(id));
+                            }
+                            return Err(error);
+                        }
+                    }
                 }
                 Ok(FirstTry::Queued(id.expect("at least two places")))
             })

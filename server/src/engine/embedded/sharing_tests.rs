@@ -170,3 +170,44 @@ async fn a_multi_lock_that_runs_out_leaves_every_queue() {
     assert_eq!(s.await.unwrap().unwrap().owner, "s", "the request behind it is granted once it leaves");
     assert_eq!(backend.inspect("b").await.unwrap().waiters, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_multi_lock_whose_lease_ends_while_queued_is_refused_and_leaves() {
+    let backend = backend();
+    backend.acquire(acquire("b", "x", Lifetime::Unbounded, Duration::ZERO)).await.unwrap();
+    let lease = backend.grant_lease(Duration::from_secs(30), "").await.unwrap();
+    let request = AcquireManyRequest {
+        lifetime: Lifetime::Lease(lease.id.clone()),
+        ..many(&["a", "b"], "m", Duration::from_secs(60))
+    };
+    let task_backend = backend.clone();
+    let m = tokio::spawn(async move { task_backend.acquire_many(request).await });
+    while backend.inspect("b").await.unwrap().waiters == 0 {
+        tokio::task::yield_now().await;
+    }
+    backend.revoke(&lease.id).await.unwrap();
+    assert!(matches!(m.await.unwrap(), Err(EngineError::NoSuchLease)));
+    assert_eq!(backend.inspect("b").await.unwrap().waiters, 0, "its places are gone");
+    backend
+        .acquire(acquire("a", "s", Lifetime::Unbounded, Duration::ZERO))
+        .await
+        .expect("a is free and unqueued");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_queued_multi_locks_and_permits() {
+    let backend = backend();
+    backend.acquire(permit("pool", "a", 1, Lifetime::Unbounded)).await.unwrap();
+    let permit_waiter = queue_request(&backend, "pool", permit("pool", "b", 1, Lifetime::Unbounded)).await;
+    backend.acquire(acquire("p", "x", Lifetime::Unbounded, Duration::ZERO)).await.unwrap();
+    let task_backend = backend.clone();
+    let m = tokio::spawn(async move {
+        task_backend.acquire_many(many(&["p2", "p"], "m", Duration::from_secs(60))).await
+    });
+    while backend.inspect("p").await.unwrap().waiters == 0 {
+        tokio::task::yield_now().await;
+    }
+    backend.shutdown().await;
+    assert!(matches!(permit_waiter.await.unwrap(), Err(EngineError::ShuttingDown)));
+    assert!(matches!(m.await.unwrap(), Err(EngineError::ShuttingDown)));
+}

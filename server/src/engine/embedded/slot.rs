@@ -4,14 +4,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use smallvec::SmallVec;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::multi::MultiWait;
 use super::Shared;
 use crate::engine::capacity::{self, Permit, LOCK_OVERHEAD};
 use crate::engine::{
@@ -64,6 +63,33 @@ pub(super) enum Answer {
     One(oneshot::Sender<Handoff>),
     /// One place of a multi-lock request: it grants itself, once at the head of every queue.
     Many(Arc<MultiWait>),
+}
+
+/// What a queued multi-lock request is woken by.
+#[derive(Default)]
+pub(super) struct MultiWait {
+    /// Notified by [`MultiWait::wake`] and [`MultiWait::refuse`].
+    pub(super) ready: Notify,
+    /// Set when one of its places was refused (its lease ended, the server shuts down).
+    refused: Mutex<Option<EngineError>>,
+}
+
+impl MultiWait {
+    /// One of its locks is free with it at the head of the queue: try to take them all.
+    pub(super) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// One of its places was refused: the request ends with `error`.
+    pub(super) fn refuse(&self, error: EngineError) {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(error);
+        self.ready.notify_one();
+    }
+
+    /// Why one of its places was refused, if one was.
+    pub(super) fn refused(&self) -> Option<EngineError> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 /// A queued request.

@@ -10,7 +10,7 @@
 //! - an expiry: a backstop lease, and a deadline the waiter's gateway keeps on its timer;
 //! - a lease: that lease (its record must be alive, compared in the transaction);
 //! - neither: the waiter's gateway's session lease, until that gateway rebinds it to nothing
-//!   [`SETTLE_AFTER`] later if it is still held (`queue.rs`), so that short holds cost no
+//!   `SETTLE_AFTER` later if it is still held (`queue.rs`), so that short holds cost no
 //!   second commit.
 
 use std::time::Duration;
@@ -27,10 +27,6 @@ use super::timers::Due;
 use super::{lease_not_found, Inner};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{EngineError, Result};
-
-/// How long a hold handed to a waiter without expiry or lease stays bound to its gateway's
-/// session lease before that gateway rebinds it (if it is still held then).
-pub(super) const SETTLE_AFTER: Duration = Duration::from_millis(500);
 
 /// How a hold ends.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,6 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::handoff::SETTLE_AFTER;
 use super::keys::{encode, WaiterRecord};
 use super::mirror::Situation;
 use super::reads::{gets, ms_left, revision, Hold};
@@ -25,6 +24,10 @@ use super::Inner;
 use crate::engine::capacity::{self, Permit, WAITER_OVERHEAD};
 use crate::engine::clock::wall_now_ms;
 use crate::engine::{AcquireRequest, EngineError, FencingToken, Grant, Lifetime, Result};
+
+/// How long a hold handed to a waiter without expiry or lease stays bound to its gateway's
+/// session lease before that gateway rebinds it (if it is still held then).
+const SETTLE_AFTER: Duration = Duration::from_millis(500);
 
 /// How long a waiter retries etcd errors (a member dying, a leader election) before it gives up
 /// with `unavailable`.
