@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lockserver_client::{LeaseInfo, LockInfo, WatchEvent, WatchEventKind};
+use lockserver_client::{HolderInfo, LeaseInfo, LockInfo, WatchEvent, WatchEventKind};
 use serde_json::{json, Value};
 
 /// A duration as seconds, to the millisecond.
@@ -20,6 +20,15 @@ pub fn lock_json(info: &LockInfo) -> Value {
         "value": info.value,
         "waiters": info.waiters,
         "lease": info.lease,
+        "mode": info.mode.as_str(),
+        "limit": info.limit,
+        "holders": info.holders.iter().map(|holder| json!({
+            "owner": holder.owner,
+            "token": holder.token,
+            "expires_in": holder.expires_in.map(seconds),
+            "mode": holder.mode.as_str(),
+            "lease": holder.lease,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -28,21 +37,39 @@ pub fn lease_json(lease: &LeaseInfo) -> Value {
     json!({"lease": lease.id, "ttl": seconds(lease.ttl), "locks": lease.locks})
 }
 
-/// Held locks as a table: name, owner, token, time left, waiters, lease.
+/// Held locks as a table: name, owner, token, time left, waiters, lease, mode (a row per
+/// holder of a shared lock or semaphore; the mode says `permit 2/4` for a semaphore's).
 pub fn print_locks(locks: &[LockInfo]) {
-    let mut rows = vec![["RESOURCE", "OWNER", "TOKEN", "EXPIRES IN", "WAITERS", "LEASE"].map(String::from)];
-    rows.extend(locks.iter().map(|info| {
-        [
-            info.resource.clone(),
-            info.owner.clone(),
-            info.token.to_string(),
-            info.expires_in.map_or("-".to_string(), |left| format!("{:.1}s", left.as_secs_f64())),
-            info.waiters.to_string(),
-            info.lease.clone().unwrap_or_else(|| "-".to_string()),
-        ]
-    }));
+    let mut rows =
+        vec![["RESOURCE", "OWNER", "TOKEN", "EXPIRES IN", "WAITERS", "LEASE", "MODE"].map(String::from)];
+    for info in locks {
+        // A server older than the holders list names only the one holder.
+        let single = [HolderInfo {
+            owner: info.owner.clone(),
+            token: info.token,
+            expires_in: info.expires_in,
+            mode: info.mode,
+            lease: info.lease.clone(),
+        }];
+        let holders = if info.holders.is_empty() { &single[..] } else { &info.holders[..] };
+        rows.extend(holders.iter().map(|holder| {
+            let mode = match info.limit {
+                Some(limit) => format!("permit {}/{limit}", holders.len()),
+                None => holder.mode.as_str().to_string(),
+            };
+            [
+                info.resource.clone(),
+                holder.owner.clone(),
+                holder.token.to_string(),
+                holder.expires_in.map_or("-".to_string(), |left| format!("{:.1}s", left.as_secs_f64())),
+                info.waiters.to_string(),
+                holder.lease.clone().unwrap_or_else(|| "-".to_string()),
+                mode,
+            ]
+        }));
+    }
     let widths: Vec<usize> =
-        (0..6).map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
+        (0..7).map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
     for row in rows {
         let cells: Vec<String> =
             row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();

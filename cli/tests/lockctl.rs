@@ -112,6 +112,39 @@ fn no_wait_on_a_held_lock_exits_75_without_running_the_command() {
     assert!(output(&server, &["release", "busy", "--owner", "someone"]).status.success());
 }
 
+/// `--limit N` runs up to N at once on a semaphore; `--shared` runs beside other readers, and a
+/// run without it waits for them.
+#[test]
+fn limit_and_shared_runs() {
+    let server = TestServer::start(&[]);
+    let client = client(&server);
+    let rt = runtime();
+    let first = rt.block_on(client.semaphore("pool", 2).hold_until_released().acquire()).unwrap();
+    let run = |args: &[&str]| output(&server, args).status.code();
+    assert_eq!(
+        run(&["run", "pool", "--limit", "2", "--no-wait", "--", "true"]),
+        Some(0),
+        "a second permit is free"
+    );
+    let second = rt.block_on(client.semaphore("pool", 2).hold_until_released().acquire()).unwrap();
+    let full = output(&server, &["run", "pool", "--limit", "2", "--no-wait", "--", "true"]);
+    assert_eq!(full.status.code(), Some(75));
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(stderr.contains(first.owner()) && stderr.contains(second.owner()), "names the holders: {stderr}");
+    assert_eq!(
+        run(&["run", "pool", "--limit", "3", "--no-wait", "--", "true"]),
+        Some(1),
+        "a limit mismatch is an error"
+    );
+    rt.block_on(first.release()).unwrap();
+    rt.block_on(second.release()).unwrap();
+
+    let reader = rt.block_on(client.lock("cfg").shared().hold_until_released().acquire()).unwrap();
+    assert_eq!(run(&["run", "cfg", "--shared", "--no-wait", "--", "true"]), Some(0), "readers go together");
+    assert_eq!(run(&["run", "cfg", "--no-wait", "--", "true"]), Some(75), "a writer waits for the reader");
+    rt.block_on(reader.release()).unwrap();
+}
+
 /// The server stops answering (SIGSTOP): the child's group gets SIGTERM, and SIGKILL since it
 /// ignores it, before the lock's deadline (at most 2 s after the pause).
 #[test]

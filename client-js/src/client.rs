@@ -89,6 +89,11 @@ fn client_options(options: Option<LockOptions>) -> lockserver_client::Result<Cli
     else {
         return Ok(ClientLockOptions::default());
     };
+    if mode.is_some() && limit.is_some() {
+        return Err(lockserver_client::Error::InvalidArgument(
+            "`mode` and `limit` exclude each other: a semaphore's permits have no mode".into(),
+        ));
+    }
     let held = hold_until_released.unwrap_or(false);
     let mut options =
         ClientLockOptions::from_seconds(expire, wait, value, lease, held)?.mode(mode.as_deref())?;

@@ -54,6 +54,7 @@ test('semaphore errors, holders and inspect', async () => {
   await a.release()
   await b.release()
   await assert.rejects(client.lock('r', { mode: 'read' }), { code: 'BAD_REQUEST' })
+  await assert.rejects(client.semaphore('r', 2, { mode: 'shared' }), { code: 'BAD_REQUEST' })
 })
 
 test('readers share, a writer goes alone', async () => {

@@ -90,6 +90,96 @@ async fn nothing_answered_is_lost_by_a_crash() {
     assert!(ledger.lock().unwrap().max_token > 0, "the load ran");
 }
 
+/// The same under load with permits, shared holds and multi-locks: after each `kill -9`, every
+/// grant answered 200 and not released is among its lock's holders with the same token, and no
+/// semaphore has more holders than its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_answered_permit_or_shared_hold_is_lost_by_a_crash() {
+    let dir = TempDir::new("crash-sharing");
+    // (resource, owner) -> token, for grants answered and not released.
+    let ledger: Arc<Mutex<HashMap<(String, String), u64>>> = Arc::default();
+    for (round, kill_after_ms) in [200u64, 500, 300].into_iter().enumerate() {
+        let server = start_on(&dir, "s", &[]);
+        let api = Api::new(&server.base, "s");
+        let expected: Vec<_> = ledger.lock().unwrap().clone().into_iter().collect();
+        for ((resource, owner), token) in expected {
+            let info = api.inspect(&resource).await;
+            assert_eq!(info.status, 200, "round {round}: {resource} held by {owner} was lost");
+            let holders = info.body["holders"].as_array().unwrap();
+            assert!(
+                holders.iter().any(|h| h["owner"] == owner.as_str() && h["token"] == token),
+                "round {round}: {owner}'s hold of {resource} (token {token}) was lost: {holders:?}"
+            );
+            if resource.starts_with("sem-") {
+                assert!(holders.len() <= 3, "round {round}: {resource} has {} holders", holders.len());
+            }
+        }
+        let mut clients = Vec::new();
+        for client in 0..16u64 {
+            let (api, ledger) = (api.clone(), ledger.clone());
+            clients.push(tokio::spawn(async move {
+                let owner = format!("r{round}-c{client}");
+                let mut rng = client * 7919 + round as u64 * 104729 + 1;
+                for _ in 0..10_000 {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let n = (rng >> 33) % 8;
+                    let (body, names) = match rng % 3 {
+                        0 => (
+                            json!({"resource": format!("sem-{n}"), "owner": owner, "limit": 3}),
+                            vec![format!("sem-{n}")],
+                        ),
+                        1 => (
+                            json!({"resource": format!("rw-{n}"), "owner": owner, "mode": "shared"}),
+                            vec![format!("rw-{n}")],
+                        ),
+                        _ => {
+                            let names = vec![format!("m-{n}"), format!("m-{}", (n + 1) % 8)];
+                            (json!({"resources": names, "owner": owner}), names)
+                        }
+                    };
+                    let Ok(response) =
+                        api.request(reqwest::Method::POST, "/acquire").json(&body).send().await
+                    else {
+                        return; // the server died
+                    };
+                    if response.status() != 200 {
+                        continue;
+                    }
+                    let Ok(grant) = response.json::<Value>().await else { return };
+                    let grants =
+                        grant.get("grants").and_then(Value::as_array).cloned().unwrap_or_else(|| vec![grant]);
+                    {
+                        let mut ledger = ledger.lock().unwrap();
+                        for (name, grant) in names.iter().zip(&grants) {
+                            ledger.insert((name.clone(), owner.clone()), grant["token"].as_u64().unwrap());
+                        }
+                    }
+                    if rng & 8 == 0 {
+                        // From here on the release may or may not have happened.
+                        {
+                            let mut ledger = ledger.lock().unwrap();
+                            names.iter().for_each(|name| _ = ledger.remove(&(name.clone(), owner.clone())));
+                        }
+                        let body = match names.len() {
+                            1 => json!({"resource": names[0], "owner": owner}),
+                            _ => json!({"resources": names, "owner": owner}),
+                        };
+                        if api.request(reqwest::Method::POST, "/release").json(&body).send().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        server.kill();
+        for client in clients {
+            client.await.unwrap();
+        }
+    }
+    assert!(!ledger.lock().unwrap().is_empty(), "the load held something");
+}
+
 /// A lock with 2 s left, server down for 3 s: free after the restart, its value kept for the
 /// next holder. A lock without expiry and a lease-bound lock survive a restart.
 #[tokio::test]
