@@ -128,3 +128,6 @@ async fn a_watch_resumes_on_another_gateway_by_revision() {
     assert_eq!(acquired.data["waiters"], 0, "events on etcd carry the waiter count");
     assert!(resumed.next(Duration::from_millis(300)).await.is_none(), "nothing twice");
 }
+
+#[path = "suite/sharing.rs"]
+mod sharing;

@@ -207,6 +207,7 @@ impl Inner {
             waiter: Some(head.id.clone()),
             token: Some(head.revision),
             kept_value,
+            group: None,
         };
         let etcd_lease = match (&waiter.ttl_ms, &waiter.lease) {
             (Some(ttl), _) => self.backstops.lease(&self.client(), Duration::from_millis(*ttl)).await?,

@@ -53,6 +53,7 @@ impl Inner {
             waiter: waiter.map(str::to_string),
             token: None,
             kept_value: false,
+            group: None,
         };
         Ok(match lifetime {
             Lifetime::Unbounded => Binding { record, etcd_lease: 0, expire: None },
@@ -240,6 +241,19 @@ impl Inner {
         let queued = place.is_some();
         let hold = hold.first().map(Hold::parse).transpose()?;
         match hold {
+            // Shared holders or a semaphore's permits (`groups.rs`).
+            Some(hold) if hold.record.group.is_some() => {
+                match hold.record.group.and_then(|group| group.limit) {
+                    Some(limit) => {
+                        leave().await;
+                        Ok(Attempt::Held(EngineError::LimitMismatch { current: Some(limit) }))
+                    }
+                    None if queued => Ok(Attempt::Queued(at)),
+                    None => {
+                        Ok(self.group_locked_now(name, &hold).await?.map_or(Attempt::Retry, Attempt::Held))
+                    }
+                }
+            }
             Some(hold) if hold.expired(wall_now_ms()) => {
                 self.end_expired(name, hold.mod_revision).await?;
                 Ok(if queued { Attempt::Queued(at) } else { Attempt::Retry })

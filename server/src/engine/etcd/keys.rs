@@ -11,6 +11,12 @@
 //! | `P v/{name}\0`           | the lock's value | none while held; a retention lease once free     |
 //! | `P l/{lease id}`         | [`LeaseRecord`]  | the lease itself                                 |
 //! | `P i/progress`           | empty            | none (written so that a gateway's watch reports) |
+//! | `P t/{name}\0{owner}`    | [`TicketRecord`] | the user's lease, a backstop lease, or none      |
+//!
+//! A shared lock or a semaphore ("a group hold", `groups.rs`) keeps a holder key too, whose
+//! record has a `group` and no owner: to plain locks it is a hold like any other. Each of its
+//! holders has a ticket; every ticket added rewrites the holder key, so two additions never
+//! both pass the compare on its mod revision.
 //!
 //! The holder key's create revision is the fencing token: it is written when the lock is
 //! granted and kept by refreshes, so tokens grow with etcd's revision across every gateway.
@@ -48,6 +54,18 @@ impl Keys {
     /// The value key of `name`.
     pub(super) fn value(&self, name: &str) -> Vec<u8> {
         self.key("v/", name, b"\0")
+    }
+
+    /// The ticket of `owner` in the group holding `name`.
+    pub(super) fn ticket(&self, name: &str, owner: &str) -> Vec<u8> {
+        let mut key = self.tickets(name);
+        key.extend_from_slice(owner.as_bytes());
+        key
+    }
+
+    /// The prefix of every ticket of `name`.
+    pub(super) fn tickets(&self, name: &str) -> Vec<u8> {
+        self.key("t/", name, b"\0")
     }
 
     /// The prefix of every waiter key of `name`.
@@ -193,6 +211,33 @@ pub(super) struct HoldRecord {
     /// it. Unset: the value is the waiter's own, or there is none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) kept_value: bool,
+    /// Set on the holder key of a group hold (shared holders, or a semaphore's permits): then
+    /// `owner` is empty and the holders are the lock's tickets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) group: Option<GroupRecord>,
+}
+
+/// What the holders of a group hold share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct GroupRecord {
+    /// A semaphore's number of permits; `None` for a read-write lock's shared holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) limit: Option<u32>,
+}
+
+/// One holder of a group hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct TicketRecord {
+    /// Wall-clock deadline in ms since the epoch, for a hold with an expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) deadline_ms: Option<u64>,
+    /// The API lease id the hold is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lease: Option<String>,
+    /// The fencing token, for a ticket taken from the queue: its waiter key's create revision.
+    /// Absent: the ticket key's create revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) token: Option<i64>,
 }
 
 /// A queued request: everything a releasing gateway needs to hand the lock to it.
@@ -211,6 +256,12 @@ pub(super) struct WaiterRecord {
     /// The value the request sets on its grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) value: Option<String>,
+    /// A request for a shared hold (it joins a group hold itself; never handed off).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) shared: bool,
+    /// A request for a semaphore's permit, with the semaphore's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) limit: Option<u32>,
 }
 
 /// A lease's time to live (etcd keeps only whole seconds) and wall-clock deadline.

@@ -154,7 +154,11 @@ impl Mirror {
 
     /// Registers the interest of the waiter queued for `name` at `revision`.
     pub(super) fn interest(&self, name: &str, revision: i64) -> Interest<'_> {
-        let notify = Arc::new(Notify::new());
+        self.interest_with(name, revision, Arc::new(Notify::new()))
+    }
+
+    /// [`Mirror::interest`], woken through `notify` (a multi-lock's one for all its locks).
+    pub(super) fn interest_with(&self, name: &str, revision: i64, notify: Arc<Notify>) -> Interest<'_> {
         self.state().local.entry(name.to_string()).or_default().insert(revision, notify.clone());
         Interest { mirror: self, name: name.to_string(), revision, notify }
     }

@@ -33,12 +33,14 @@
 
 mod endpoints;
 mod events;
+mod groups;
 mod handoff;
 mod holds;
 mod keepers;
 mod keys;
 mod leases;
 mod mirror;
+mod multi;
 mod queue;
 mod reads;
 mod session;
@@ -55,6 +57,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use self::groups::GroupQueued;
 use self::handoff::Ending;
 use self::holds::Attempt;
 use self::keepers::Keepers;
@@ -67,8 +70,8 @@ use super::capacity::{Capacity, Counter};
 use super::clock::wall_now_ms;
 use super::watch::{LockEvent, WatchHub};
 use super::{
-    AcquireRequest, Claim, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest, LockBackend,
-    LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseRequest, Result,
+    AcquireManyRequest, AcquireRequest, Claim, EngineError, Grant, Health, LeaseId, LeaseInfo, ListRequest,
+    LockBackend, LockInfo, LockPage, RefreshRequest, Refreshed, ReleaseManyRequest, ReleaseRequest, Result,
 };
 use crate::metrics::{self, Gauges, How};
 
@@ -239,9 +242,7 @@ impl EtcdBackend {
 #[async_trait]
 impl LockBackend for EtcdBackend {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant> {
-        if request.claim != Claim::Exclusive {
-            return Err(EngineError::Unsupported("semaphores (`limit`) and shared locks (`mode`)"));
-        }
+        let group = request.claim != Claim::Exclusive;
         let metrics = metrics::global();
         let wait_until = Instant::now() + request.wait;
         let place = match request.wait.is_zero() {
@@ -250,7 +251,11 @@ impl LockBackend for EtcdBackend {
         };
         let attempt = async {
             loop {
-                match self.inner.try_acquire(&request, place.as_ref()).await? {
+                let attempt = match group {
+                    true => self.inner.try_group(&request, place.as_ref()).await?,
+                    false => self.inner.try_acquire(&request, place.as_ref()).await?,
+                };
+                match attempt {
                     Attempt::Granted(grant) => return Ok(Ok(grant)),
                     Attempt::Held(locked) => return Err(locked),
                     Attempt::Queued(revision) => return Ok(Err(revision)),
@@ -267,11 +272,26 @@ impl LockBackend for EtcdBackend {
         };
         let queued_at = Instant::now();
         let place = place.expect("only a request with a place queues");
-        let queued = Queued::new(self.inner.clone(), place, revision).wait(&request, wait_until).await;
+        let queued = match group {
+            true => GroupQueued::new(self.inner.clone(), place, revision).wait(&request, wait_until).await,
+            false => Queued::new(self.inner.clone(), place, revision).wait(&request, wait_until).await,
+        };
         let grant = counted("acquire_queued", queued)?;
         metrics.granted(How::handoff);
         metrics.waited(queued_at.elapsed());
         Ok(grant)
+    }
+
+    async fn acquire_many(&self, request: AcquireManyRequest) -> Result<Vec<Grant>> {
+        let grants = counted("acquire_many", self.inner.acquire_many(&request).await)?;
+        grants.iter().for_each(|_| metrics::global().granted(How::immediate));
+        Ok(grants)
+    }
+
+    async fn release_many(&self, request: ReleaseManyRequest) -> Result<()> {
+        counted("release_many", self.inner.release_many(&request).await)?;
+        request.resources.iter().for_each(|_| metrics::global().ended(false, None));
+        Ok(())
     }
 
     async fn release(&self, request: ReleaseRequest) -> Result<()> {
@@ -279,12 +299,31 @@ impl LockBackend for EtcdBackend {
         let owned = |hold: &Hold| hold.held_by(owner, request.token, wall_now_ms()).is_ok();
         let released = async {
             // The mirror's picture first: a release is then one transaction.
-            let mut known = self.inner.mirror.hold(&request.resource).filter(owned);
+            let pictured = self.inner.mirror.hold(&request.resource);
+            if pictured.as_ref().is_some_and(|hold| hold.record.group.is_some()) {
+                if let Some(()) = self.inner.release_group(&request).await? {
+                    return Ok(());
+                }
+            }
+            let mut known = pictured.filter(owned);
             loop {
                 let hold = match known.take() {
                     Some(hold) => hold,
-                    None => self.inner.current_hold(&request.resource, owner, request.token).await?,
+                    None => match self.inner.current_hold(&request.resource, owner, request.token).await {
+                        // A group hold has no owner of its own: its holders are its tickets.
+                        Err(EngineError::NotOwner) => match self.inner.release_group(&request).await? {
+                            Some(()) => return Ok(()),
+                            None => return Err(EngineError::NotOwner),
+                        },
+                        other => other?,
+                    },
                 };
+                if hold.record.group.is_some() {
+                    match self.inner.release_group(&request).await? {
+                        Some(()) => return Ok(()),
+                        None => continue,
+                    }
+                }
                 let ending = Ending {
                     mod_revision: hold.mod_revision,
                     lease: hold.record.lease.as_deref(),
@@ -303,8 +342,15 @@ impl LockBackend for EtcdBackend {
     async fn refresh(&self, request: RefreshRequest) -> Result<Refreshed> {
         let refreshed = async {
             loop {
-                if let Some(refreshed) = self.inner.try_refresh(&request).await? {
-                    return Ok(refreshed);
+                match self.inner.try_refresh(&request).await {
+                    Ok(Some(refreshed)) => return Ok(refreshed),
+                    Ok(None) => {}
+                    // A group hold has no owner of its own: its holders are its tickets.
+                    Err(EngineError::NotOwner) => match self.inner.refresh_group(&request).await? {
+                        Some(refreshed) => return Ok(refreshed),
+                        None => return Err(EngineError::NotOwner),
+                    },
+                    Err(error) => return Err(error),
                 }
             }
         };

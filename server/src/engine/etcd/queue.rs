@@ -23,7 +23,7 @@ use super::timers::Due;
 use super::Inner;
 use crate::engine::capacity::{self, Permit, WAITER_OVERHEAD};
 use crate::engine::clock::wall_now_ms;
-use crate::engine::{AcquireRequest, EngineError, FencingToken, Grant, Lifetime, Result};
+use crate::engine::{AcquireRequest, Claim, EngineError, FencingToken, Grant, Lifetime, Result};
 
 /// How long a hold handed to a waiter without expiry or lease stays bound to its gateway's
 /// session lease before that gateway rebinds it (if it is still held then).
@@ -52,7 +52,7 @@ pub(super) struct Place {
     pub(super) record: Vec<u8>,
     /// Set once a transaction that puts the key was sent; cleared when it is taken out again.
     pub(super) sent: AtomicBool,
-    answered: bool,
+    pub(super) answered: bool,
     /// Counts the request against `--max-waiters` while it may queue.
     _permit: Permit,
     /// Counts its bytes against `--max-memory` while it may queue.
@@ -79,12 +79,15 @@ impl Place {
             Lifetime::Expire(ttl) => (Some(ttl.as_millis() as u64), None),
             Lifetime::Lease(lease) => (None, Some(lease.0.clone())),
         };
+        // Shared and permit requests join a group hold themselves; only plain ones are handed off.
         let record = WaiterRecord {
             owner: request.owner.clone(),
-            handoff: true,
+            handoff: request.claim == Claim::Exclusive,
             ttl_ms,
             lease,
             value: request.value.clone(),
+            shared: request.claim == Claim::Shared,
+            limit: request.claim.limit(),
         };
         Ok(Place {
             inner: inner.clone(),
@@ -251,6 +254,11 @@ impl Queued {
         }
         match situation.hold {
             None => self.take(request).await,
+            // A group hold whose tickets all ended with their etcd leases: end it.
+            Some(hold) if read && hold.record.group.is_some() => {
+                self.inner.group_locked_now(&self.place.name, &hold).await?;
+                Ok(Look::Wait(None))
+            }
             Some(hold) if hold.expired(wall_now_ms()) => {
                 self.inner.end_expired(&self.place.name, hold.mod_revision).await?;
                 Ok(Look::Wait(None))

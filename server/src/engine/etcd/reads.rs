@@ -187,6 +187,14 @@ impl Inner {
                     _ => (0, None),
                 };
                 let ((waiters, _), (_, value), (_, lease)) = (read(0), read(1), read(2));
+                if hold.record.group.is_some() {
+                    let value = value.filter(|_| values).map(|kv| {
+                        bytes += kv.value().len();
+                        String::from_utf8_lossy(kv.value()).into_owned()
+                    });
+                    infos.extend(self.group_info(name, hold, value, waiters as usize).await?);
+                    continue;
+                }
                 let expires_in = match (&hold.record.lease, hold.record.deadline_ms) {
                     (Some(_), _) => match lease {
                         Some(kv) => {

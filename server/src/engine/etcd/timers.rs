@@ -1,5 +1,5 @@
-//! Deletions a gateway makes on its own timer (monotonic clock): a hold's deadline, the end of a
-//! value's retention, a lease's deadline. Each is made only if the key was not rewritten since
+//! Deletions a gateway makes on its own timer (monotonic clock): a hold's (or a group hold's
+//! ticket's) deadline, the end of a value's retention, a lease's deadline. Each is made only if the key was not rewritten since
 //! the timer was set; etcd lease backstops cover a gateway that dies before its timer fires.
 
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub(super) enum Due {
     Value(String),
     /// A lease's deadline (its API id).
     Lease(String),
+    /// A group hold's ticket's deadline (the lock's name and the ticket's owner).
+    Ticket(String, String),
 }
 
 impl Inner {
@@ -29,6 +31,7 @@ impl Inner {
             Due::Hold(name) => self.keys.hold(name),
             Due::Value(name) => self.keys.value(name),
             Due::Lease(name) => self.keys.lease(name),
+            Due::Ticket(name, owner) => self.keys.ticket(name, owner),
         };
         let inner = self.me.clone();
         let timer_key = key.clone();
@@ -53,6 +56,13 @@ impl Inner {
                             crate::metrics::global().lease_expired();
                         }
                     }),
+                    Due::Ticket(name, owner) => {
+                        inner.expire_ticket(name, owner, mod_revision).await.map(|ended| {
+                            if ended {
+                                crate::metrics::global().ended(true, None);
+                            }
+                        })
+                    }
                 };
                 match done {
                     Ok(()) => {

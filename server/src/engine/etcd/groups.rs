@@ -1,0 +1,690 @@
+//! Group holds: a read-write lock's shared holders and a semaphore's permits.
+//!
+//! A group hold is a holder key whose record has a `group` (its limit, for a semaphore) and no
+//! owner, so plain locks see the lock as held and queue behind it; each holder has a ticket
+//! (`keys.rs`), bound to its own lifetime (a backstop lease, the user's lease, or none), with
+//! its own deadline on the granting gateway's timer. Every ticket added rewrites the holder key
+//! in the same transaction, which compares the key's mod revision: two additions never both
+//! pass, so a semaphore never has more tickets than its limit and no shared holder joins a lock
+//! that became exclusive. The last ticket to leave deletes the holder key in the same
+//! transaction (compared the same way: no ticket joined meanwhile).
+//!
+//! Shared and permit requests queue in the lock's one queue, in revision order with plain
+//! requests (first come, first served across modes); they are never handed the lock: the head
+//! request creates or joins the group itself, in a transaction that checks its waiter key and
+//! lease, and removes its waiter key. Tokens are etcd revisions: a fresh ticket's create
+//! revision, or the waiter key's create revision for a request that queued.
+//!
+//! A ticket deleted by its etcd lease (a gateway or lease that died) does not rewrite the holder
+//! key; a group hold left without tickets is ended by the next request that reads it
+//! ([`Inner::heal_group`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use tokio::time::{sleep_until, Instant};
+
+use super::holds::{keep_value_op, Attempt};
+use super::keys::{decode, encode, GroupRecord, HoldRecord, TicketRecord, WaiterRecord};
+use super::queue::Place;
+use super::reads::{gets, ms_left, revision, Hold};
+use super::timers::Due;
+use super::Inner;
+use crate::engine::clock::wall_now_ms;
+use crate::engine::{
+    AcquireRequest, Claim, EngineError, FencingToken, Grant, HoldMode, HolderInfo, LeaseId, Lifetime,
+    LockInfo, RefreshRequest, Refreshed, ReleaseRequest, Result,
+};
+
+/// How often a queued group request reads the lock when nothing woke it.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// One holder of a group hold, as read.
+#[derive(Debug, Clone)]
+pub(super) struct Ticket {
+    pub(super) owner: String,
+    pub(super) record: TicketRecord,
+    pub(super) token: i64,
+    pub(super) mod_revision: i64,
+}
+
+impl Ticket {
+    fn parse(name_prefix: &[u8], kv: &KeyValue) -> Result<Ticket> {
+        let record: TicketRecord = decode(kv.key(), kv.value())?;
+        let owner =
+            String::from_utf8_lossy(kv.key().strip_prefix(name_prefix).unwrap_or_default()).into_owned();
+        Ok(Ticket {
+            owner,
+            token: record.token.unwrap_or(kv.create_revision()),
+            record,
+            mod_revision: kv.mod_revision(),
+        })
+    }
+}
+
+/// A lock as a group request sees it, read at one revision.
+struct State {
+    hold: Option<Hold>,
+    /// The tickets, oldest token first.
+    tickets: Vec<Ticket>,
+    /// The head of the queue: its create revision and record.
+    head: Option<(i64, WaiterRecord)>,
+    /// Whether the request's own waiter key is there (when it has one).
+    queued: bool,
+    /// Whether the request's lease record is there (when it names one).
+    lease_alive: bool,
+}
+
+/// What the group admits now.
+enum Admits {
+    Yes,
+    /// Full, or held by a plain lock: wait.
+    NotNow,
+}
+
+/// Whether a claim can join what holds the lock now; `limit_mismatch` when it never can.
+fn admits(hold: Option<&Hold>, tickets: usize, claim: Claim) -> Result<Admits> {
+    let Some(hold) = hold else { return Ok(Admits::Yes) };
+    let Some(group) = hold.record.group else {
+        // A plain lock's hold: a shared request waits for it, a permit is of another kind.
+        return match claim {
+            Claim::Permit { .. } => Err(EngineError::LimitMismatch { current: None }),
+            _ => Ok(Admits::NotNow),
+        };
+    };
+    if group.limit != claim.limit() {
+        return Err(EngineError::LimitMismatch { current: group.limit });
+    }
+    Ok(match claim {
+        Claim::Permit { limit } if tickets >= limit as usize => Admits::NotNow,
+        _ => Admits::Yes,
+    })
+}
+
+impl Inner {
+    /// Reads the lock's holder key, tickets, queue head and, when given, a waiter key and the
+    /// request's lease record, at one revision.
+    async fn group_state(&self, name: &str, own: Option<&[u8]>, lifetime: &Lifetime) -> Result<State> {
+        let head =
+            GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
+        let mut reads = vec![
+            TxnOp::get(self.keys.hold(name), None),
+            TxnOp::get(self.keys.tickets(name), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(self.keys.queue(name), Some(head)),
+        ];
+        reads.extend(own.map(|key| TxnOp::get(key.to_vec(), Some(GetOptions::new().with_count_only()))));
+        let lease_key = self.lease_key(lifetime)?;
+        reads.extend(lease_key.clone().map(|key| TxnOp::get(key, None)));
+        let response = self.txn(Txn::new().and_then(reads)).await?;
+        let counts: Vec<i64> = response
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get.count(),
+                _ => 0,
+            })
+            .collect();
+        let found = gets(&response);
+        let prefix = self.keys.tickets(name);
+        let mut tickets = found[1].iter().map(|kv| Ticket::parse(&prefix, kv)).collect::<Result<Vec<_>>>()?;
+        tickets.sort_by_key(|ticket| ticket.token);
+        let head = match found[2].first() {
+            Some(kv) => Some((kv.create_revision(), decode::<WaiterRecord>(kv.key(), kv.value())?)),
+            None => None,
+        };
+        let mut next = 3;
+        let queued = match own {
+            Some(_) => {
+                next += 1;
+                counts[3] > 0
+            }
+            None => false,
+        };
+        Ok(State {
+            hold: found[0].first().map(Hold::parse).transpose()?,
+            tickets,
+            head,
+            queued,
+            lease_alive: lease_key.is_none() || !found[next].is_empty(),
+        })
+    }
+
+    /// One try at a shared hold or a permit, queueing with `place` when it cannot be granted.
+    pub(super) async fn try_group(&self, request: &AcquireRequest, place: Option<&Place>) -> Result<Attempt> {
+        let name = request.resource.as_str();
+        let state = self.group_state(name, None, &request.lifetime).await?;
+        if !state.lease_alive {
+            return Err(EngineError::NoSuchLease);
+        }
+        if let Some(ticket) = state.tickets.iter().find(|ticket| ticket.owner == request.owner) {
+            // The holder acquiring again: same token, lifetime reset.
+            return match self.renew_ticket(name, ticket, &request.lifetime, request.value.as_deref()).await? {
+                Some(grant) => Ok(Attempt::Granted(grant)),
+                None => Ok(Attempt::Retry),
+            };
+        }
+        let admits = admits(state.hold.as_ref(), state.tickets.len(), request.claim)?;
+        if let (None, Some((_, head))) = (&state.hold, &state.head) {
+            if head.limit != request.claim.limit()
+                && (head.limit.is_some() || request.claim.limit().is_some())
+            {
+                return Err(EngineError::LimitMismatch { current: head.limit });
+            }
+        }
+        if state.head.is_none() && matches!(admits, Admits::Yes) {
+            if let Some(grant) = self.join(name, &state, request, None).await? {
+                return Ok(Attempt::Granted(grant));
+            }
+            return Ok(Attempt::Retry);
+        }
+        if let Some(hold) =
+            state.hold.as_ref().filter(|hold| hold.record.group.is_some() && state.tickets.is_empty())
+        {
+            self.heal_group(name, hold).await?;
+            return Ok(Attempt::Retry);
+        }
+        let Some(place) = place else {
+            return Err(self.group_locked(&state));
+        };
+        let session = self.session.lease(&self.client()).await?;
+        let txn = Txn::new().when([Compare::version(place.key.clone(), CompareOp::Equal, 0)]).and_then([
+            TxnOp::put(place.key.clone(), place.record.clone(), Some(PutOptions::new().with_lease(session))),
+        ]);
+        place.sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        let response = match self.client().txn(txn).await {
+            Err(error) if super::lease_not_found(&error) => {
+                place.sent.store(false, std::sync::atomic::Ordering::SeqCst);
+                self.session.lost(session).await;
+                return Ok(Attempt::Retry);
+            }
+            other => other.map_err(super::etcd_error)?,
+        };
+        Ok(Attempt::Queued(revision(&response)))
+    }
+
+    /// Creates the group hold, or joins it, for `request`: a transaction that compares the
+    /// holder key as `state` read it (absent, or at its mod revision), the queue (empty, or
+    /// headed by `queued`: its waiter key and revision) and the request's lease. `None` when
+    /// something changed meanwhile.
+    async fn join(
+        &self,
+        name: &str,
+        state: &State,
+        request: &AcquireRequest,
+        queued: Option<(&Place, i64)>,
+    ) -> Result<Option<Grant>> {
+        let hold_key = self.keys.hold(name);
+        let mut when = vec![match &state.hold {
+            None => Compare::create_revision(hold_key.clone(), CompareOp::Equal, 0),
+            Some(hold) => Compare::mod_revision(hold_key.clone(), CompareOp::Equal, hold.mod_revision),
+        }];
+        match queued {
+            Some((place, at)) => when.push(Compare::create_revision(place.key.clone(), CompareOp::Equal, at)),
+            None => when.push(Compare::version(self.keys.queue(name), CompareOp::Equal, 0).with_prefix()),
+        }
+        when.extend(self.lease_alive(&request.lifetime)?);
+        let binding = self.bind(&request.owner, &request.lifetime, None).await?;
+        let group = GroupRecord { limit: request.claim.limit() };
+        let record = HoldRecord {
+            owner: String::new(),
+            deadline_ms: None,
+            lease: None,
+            waiter: None,
+            token: None,
+            kept_value: false,
+            group: Some(group),
+        };
+        let ticket = TicketRecord {
+            deadline_ms: binding.record.deadline_ms,
+            lease: binding.record.lease.clone(),
+            token: queued.map(|(_, at)| at),
+        };
+        let value_key = self.keys.value(name);
+        let ticket_options =
+            (binding.etcd_lease != 0).then(|| PutOptions::new().with_lease(binding.etcd_lease));
+        let mut then = vec![
+            TxnOp::get(value_key.clone(), None),
+            TxnOp::put(hold_key, encode(&record), None),
+            TxnOp::put(self.keys.ticket(name, &request.owner), encode(&ticket), ticket_options),
+            match &request.value {
+                Some(value) => TxnOp::put(value_key, value.as_str(), None),
+                None => keep_value_op(&value_key, 0),
+            },
+        ];
+        if let Some((place, _)) = queued {
+            then.push(TxnOp::delete(place.key.clone(), None));
+        }
+        let response = self.txn_bound(Txn::new().when(when).and_then(then), &binding).await?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let at = revision(&response);
+        let token = queued.map_or(at, |(_, queued_at)| queued_at);
+        if let Some(expire) = binding.expire {
+            self.schedule(Due::Ticket(name.to_string(), request.owner.clone()), at, expire);
+        }
+        let value = match &request.value {
+            Some(value) => Some(value.clone()),
+            None => gets(&response)[0].first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+        };
+        let expires_in = match binding.expire {
+            Some(expire) => Some(expire),
+            None => self.ticket_expires_in(&ticket).await?,
+        };
+        Ok(Some(Grant {
+            resource: name.to_string(),
+            owner: request.owner.clone(),
+            token: FencingToken(token as u64),
+            expires_in,
+            value,
+        }))
+    }
+
+    /// The holder of a ticket acquires again: same token, lifetime reset, value replaced when
+    /// given. `None` when the ticket changed meanwhile.
+    async fn renew_ticket(
+        &self,
+        name: &str,
+        ticket: &Ticket,
+        lifetime: &Lifetime,
+        value: Option<&str>,
+    ) -> Result<Option<Grant>> {
+        let binding = self.bind(&ticket.owner, lifetime, None).await?;
+        let key = self.keys.ticket(name, &ticket.owner);
+        let record = TicketRecord {
+            deadline_ms: binding.record.deadline_ms,
+            lease: binding.record.lease.clone(),
+            token: Some(ticket.token),
+        };
+        let mut when = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, ticket.mod_revision)];
+        when.extend(self.lease_alive(lifetime)?);
+        let options = (binding.etcd_lease != 0).then(|| PutOptions::new().with_lease(binding.etcd_lease));
+        let value_key = self.keys.value(name);
+        let then = vec![
+            TxnOp::get(value_key.clone(), None),
+            TxnOp::put(key, encode(&record), options),
+            match value {
+                Some(value) => TxnOp::put(value_key, value, None),
+                None => TxnOp::get(self.keys.value(name), Some(GetOptions::new().with_count_only())),
+            },
+        ];
+        let response = self.txn_bound(Txn::new().when(when).and_then(then), &binding).await?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let at = revision(&response);
+        match binding.expire {
+            Some(expire) => self.schedule(Due::Ticket(name.to_string(), ticket.owner.clone()), at, expire),
+            None => self.cancel(&self.keys.ticket(name, &ticket.owner)),
+        }
+        let value = match value {
+            Some(value) => Some(value.to_string()),
+            None => gets(&response)[0].first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+        };
+        let expires_in = match binding.expire {
+            Some(expire) => Some(expire),
+            None => self.ticket_expires_in(&record).await?,
+        };
+        Ok(Some(Grant {
+            resource: name.to_string(),
+            owner: ticket.owner.clone(),
+            token: FencingToken(ticket.token as u64),
+            expires_in,
+            value,
+        }))
+    }
+
+    /// Time left on a ticket: until its deadline, or its lease's; `None` when unbounded.
+    async fn ticket_expires_in(&self, ticket: &TicketRecord) -> Result<Option<Duration>> {
+        let wall = wall_now_ms();
+        match (&ticket.lease, ticket.deadline_ms) {
+            (Some(lease), _) => match self.live_lease(lease).await {
+                Ok((record, _)) => Ok(Some(ms_left(record.deadline_ms, wall))),
+                Err(EngineError::NoSuchLease) => Ok(Some(Duration::ZERO)),
+                Err(error) => Err(error),
+            },
+            (None, Some(deadline)) => Ok(Some(ms_left(deadline, wall))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The `locked` answer for a group request that may not wait: who holds the lock.
+    fn group_locked(&self, state: &State) -> EngineError {
+        let wall = wall_now_ms();
+        match (&state.hold, state.tickets.first()) {
+            (Some(hold), _) if hold.record.group.is_none() => EngineError::Locked {
+                owner: hold.record.owner.clone(),
+                expires_in: hold.record.deadline_ms.map(|deadline| ms_left(deadline, wall)),
+                holders: vec![hold.record.owner.clone()],
+            },
+            (_, Some(first)) => EngineError::Locked {
+                owner: first.owner.clone(),
+                expires_in: state
+                    .tickets
+                    .iter()
+                    .filter_map(|t| t.record.deadline_ms)
+                    .min()
+                    .map(|d| ms_left(d, wall)),
+                holders: state.tickets.iter().map(|ticket| ticket.owner.clone()).collect(),
+            },
+            _ => EngineError::Locked {
+                owner: state.head.as_ref().map(|(_, head)| head.owner.clone()).unwrap_or_default(),
+                expires_in: None,
+                holders: Vec::new(),
+            },
+        }
+    }
+
+    /// The `locked` answer of a plain request that found a group hold (reads its tickets);
+    /// `None` when the group had no ticket left and was ended (try again).
+    pub(super) async fn group_locked_now(&self, name: &str, hold: &Hold) -> Result<Option<EngineError>> {
+        let state = self.group_state(name, None, &Lifetime::Unbounded).await?;
+        if state.tickets.is_empty() {
+            self.heal_group(name, hold).await?;
+            return Ok(None);
+        }
+        Ok(Some(self.group_locked(&state)))
+    }
+
+    /// Ends a group hold that has no ticket left (their etcd leases ended them), if it is
+    /// unchanged since read.
+    pub(super) async fn heal_group(&self, name: &str, hold: &Hold) -> Result<()> {
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(self.keys.hold(name), CompareOp::Equal, hold.mod_revision),
+                Compare::version(self.keys.tickets(name), CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then([TxnOp::delete(self.keys.hold(name), None)]);
+        let response = self.txn(txn).await?;
+        if response.succeeded() {
+            self.mirror.ended(name, revision(&response));
+        }
+        Ok(())
+    }
+
+    /// Ends `owner`'s ticket (under `token`, when given): the last one ends the group hold
+    /// too. `Ok(None)` when the lock is not a group hold (the caller then treats it as a plain
+    /// lock's).
+    async fn end_ticket(
+        &self,
+        name: &str,
+        owner: &str,
+        token: Option<i64>,
+        mod_revision: Option<i64>,
+        keep_value: bool,
+    ) -> Result<Option<()>> {
+        loop {
+            let state = self.group_state(name, None, &Lifetime::Unbounded).await?;
+            let Some(hold) = state.hold.as_ref().filter(|hold| hold.record.group.is_some()) else {
+                return Ok(None);
+            };
+            let Some(ticket) = state.tickets.iter().find(|ticket| ticket.owner == owner) else {
+                return Err(if state.tickets.is_empty() {
+                    EngineError::NotHeld
+                } else {
+                    EngineError::NotOwner
+                });
+            };
+            if token.is_some_and(|token| token != ticket.token)
+                || mod_revision.is_some_and(|at| at != ticket.mod_revision)
+            {
+                return Err(EngineError::NotOwner);
+            }
+            let hold_key = self.keys.hold(name);
+            let ticket_key = self.keys.ticket(name, owner);
+            let when = [
+                Compare::mod_revision(hold_key.clone(), CompareOp::Equal, hold.mod_revision),
+                Compare::mod_revision(ticket_key.clone(), CompareOp::Equal, ticket.mod_revision),
+            ];
+            let last = state.tickets.len() == 1;
+            let mut then = vec![TxnOp::delete(ticket_key.clone(), None)];
+            let value_key = self.keys.value(name);
+            let mut retention = 0;
+            if last {
+                then.push(TxnOp::delete(hold_key, None));
+                if keep_value {
+                    retention = self.backstops.lease(&self.client(), self.value_retention).await?;
+                    then.push(keep_value_op(&value_key, retention));
+                } else {
+                    then.push(TxnOp::delete(value_key, None));
+                }
+            } else {
+                // Rewritten so that watchers (and queued requests) see a permit come free.
+                then.push(TxnOp::put(hold_key, encode(&hold.record), None));
+            }
+            let response = match self.client().txn(Txn::new().when(when).and_then(then)).await {
+                Err(error) if super::lease_not_found(&error) => {
+                    self.backstops.forget(retention);
+                    continue;
+                }
+                other => other.map_err(super::etcd_error)?,
+            };
+            if !response.succeeded() {
+                continue;
+            }
+            let at = revision(&response);
+            self.cancel(&ticket_key);
+            if last {
+                self.mirror.ended(name, at);
+                if keep_value {
+                    self.schedule(Due::Value(name.to_string()), at, self.value_retention);
+                }
+            }
+            return Ok(Some(()));
+        }
+    }
+
+    /// Releases a shared hold or permit (every one, when forced). `Ok(None)` when the lock is
+    /// not a group hold.
+    pub(super) async fn release_group(&self, request: &ReleaseRequest) -> Result<Option<()>> {
+        let name = request.resource.as_str();
+        if !request.force {
+            let token = request.token.map(|token| token.0 as i64);
+            return self.end_ticket(name, &request.owner, token, None, request.keep_value).await;
+        }
+        let mut ended = None;
+        loop {
+            let state = self.group_state(name, None, &Lifetime::Unbounded).await?;
+            if state.hold.as_ref().is_none_or(|hold| hold.record.group.is_none()) {
+                return Ok(ended);
+            }
+            let Some(ticket) = state.tickets.first() else {
+                if let Some(hold) = &state.hold {
+                    self.heal_group(name, hold).await?;
+                }
+                return Ok(Some(()));
+            };
+            match self.end_ticket(name, &ticket.owner, None, None, request.keep_value).await {
+                Ok(Some(())) | Err(EngineError::NotOwner | EngineError::NotHeld) => ended = Some(()),
+                Ok(None) => return Ok(ended),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Ends a ticket whose deadline passed, if it is unchanged since `mod_revision`.
+    pub(super) async fn expire_ticket(&self, name: &str, owner: &str, mod_revision: i64) -> Result<bool> {
+        match self.end_ticket(name, owner, None, Some(mod_revision), true).await {
+            Ok(Some(())) => Ok(true),
+            Ok(None) | Err(EngineError::NotOwner | EngineError::NotHeld) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Refreshes a shared hold or permit. `Ok(None)` when the lock is not a group hold.
+    pub(super) async fn refresh_group(&self, request: &RefreshRequest) -> Result<Option<Refreshed>> {
+        let name = request.resource.as_str();
+        loop {
+            let state = self.group_state(name, None, &Lifetime::Unbounded).await?;
+            if state.hold.as_ref().is_none_or(|hold| hold.record.group.is_none()) {
+                return Ok(None);
+            }
+            let ticket = state.tickets.iter().find(|ticket| ticket.owner == request.owner);
+            let Some(ticket) = ticket.filter(|t| request.token.is_none_or(|token| token.0 == t.token as u64))
+            else {
+                return Err(EngineError::NotOwner);
+            };
+            if ticket.record.lease.is_some() && request.expire.is_some() {
+                return Err(EngineError::LeaseBound);
+            }
+            let key = self.keys.ticket(name, &ticket.owner);
+            let mut record = ticket.record.clone();
+            record.token = Some(ticket.token);
+            let mut then = Vec::new();
+            let mut etcd_lease = 0;
+            if let Some(expire) = request.expire {
+                record.deadline_ms = Some(wall_now_ms() + expire.as_millis() as u64);
+                etcd_lease = self.backstops.lease(&self.client(), expire).await?;
+                then.push(TxnOp::put(
+                    key.clone(),
+                    encode(&record),
+                    Some(PutOptions::new().with_lease(etcd_lease)),
+                ));
+            }
+            if let Some(value) = &request.value {
+                then.push(TxnOp::put(self.keys.value(name), value.as_str(), None));
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, ticket.mod_revision)])
+                .and_then(then);
+            let response = match self.client().txn(txn).await {
+                Err(error) if super::lease_not_found(&error) => {
+                    self.backstops.forget(etcd_lease);
+                    continue;
+                }
+                other => other.map_err(super::etcd_error)?,
+            };
+            if !response.succeeded() {
+                continue;
+            }
+            if let Some(expire) = request.expire {
+                self.schedule(
+                    Due::Ticket(name.to_string(), ticket.owner.clone()),
+                    revision(&response),
+                    expire,
+                );
+            }
+            let token = FencingToken(ticket.token as u64);
+            return Ok(Some(Refreshed { token, expires_in: self.ticket_expires_in(&record).await? }));
+        }
+    }
+
+    /// A group hold as inspection shows it: its tickets as holders.
+    pub(super) async fn group_info(
+        &self,
+        name: &str,
+        hold: &Hold,
+        value: Option<String>,
+        waiters: usize,
+    ) -> Result<Option<LockInfo>> {
+        let state = self.group_state(name, None, &Lifetime::Unbounded).await?;
+        let limit = hold.record.group.and_then(|group| group.limit);
+        let mode = if limit.is_some() { HoldMode::Permit } else { HoldMode::Shared };
+        let mut holders = Vec::with_capacity(state.tickets.len());
+        for ticket in &state.tickets {
+            holders.push(HolderInfo {
+                owner: ticket.owner.clone(),
+                token: FencingToken(ticket.token as u64),
+                expires_in: self.ticket_expires_in(&ticket.record).await?,
+                mode,
+                lease: ticket.record.lease.clone().map(LeaseId),
+            });
+        }
+        let Some(first) = holders.first().cloned() else { return Ok(None) };
+        Ok(Some(LockInfo {
+            resource: name.to_string(),
+            owner: first.owner,
+            token: first.token,
+            expires_in: first.expires_in,
+            value,
+            waiters,
+            lease: first.lease,
+            mode,
+            limit,
+            holders,
+        }))
+    }
+}
+
+/// A shared or permit request queued for a lock.
+pub(super) struct GroupQueued {
+    inner: Arc<Inner>,
+    place: Place,
+    /// Its waiter key's create revision: its place in the queue, and its token once granted.
+    revision: i64,
+}
+
+impl GroupQueued {
+    pub(super) fn new(inner: Arc<Inner>, place: Place, revision: i64) -> GroupQueued {
+        GroupQueued { inner, place, revision }
+    }
+
+    /// Waits until the request heads the queue and the group admits it (then joins it), its
+    /// lease dies, or `wait_until`.
+    pub(super) async fn wait(mut self, request: &AcquireRequest, wait_until: Instant) -> Result<Grant> {
+        let inner = self.inner.clone();
+        let name = self.place.name.clone();
+        let interest = inner.mirror.interest(&name, self.revision);
+        let mut shutting_down = inner.shutting_down.subscribe();
+        loop {
+            if *shutting_down.borrow_and_update() {
+                return Err(EngineError::ShuttingDown);
+            }
+            let notified = interest.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let state = inner.group_state(&name, Some(&self.place.key), &request.lifetime).await?;
+            if !state.lease_alive {
+                return Err(EngineError::NoSuchLease);
+            }
+            if !state.queued {
+                return Err(EngineError::Unavailable(
+                    "this request lost its place in the queue (its gateway's etcd session ended); retry"
+                        .into(),
+                ));
+            }
+            let mut wake = None;
+            if state.head.as_ref().is_some_and(|(at, _)| *at == self.revision) {
+                match (&state.hold, admits(state.hold.as_ref(), state.tickets.len(), request.claim)?) {
+                    (Some(hold), _) if hold.record.group.is_some() && state.tickets.is_empty() => {
+                        inner.heal_group(&name, hold).await?;
+                        continue;
+                    }
+                    (Some(hold), _) if hold.expired(wall_now_ms()) => {
+                        inner.end_expired(&name, hold.mod_revision).await?;
+                        continue;
+                    }
+                    (_, Admits::Yes) => {
+                        if let Some(grant) =
+                            inner.join(&name, &state, request, Some((&self.place, self.revision))).await?
+                        {
+                            self.place.answered = true;
+                            return Ok(grant);
+                        }
+                        continue;
+                    }
+                    (Some(hold), Admits::NotNow) => {
+                        wake = hold
+                            .record
+                            .deadline_ms
+                            .map(|deadline| Instant::now() + ms_left(deadline, wall_now_ms()));
+                    }
+                    (None, Admits::NotNow) => {}
+                }
+            }
+            let recheck = wake.unwrap_or(Instant::now() + RECHECK).min(Instant::now() + RECHECK);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = sleep_until(recheck) => {}
+                _ = sleep_until(wait_until) => {
+                    let _ = inner.client().delete(self.place.key.clone(), None).await;
+                    self.place.answered = true;
+                    let state = inner.group_state(&name, None, &Lifetime::Unbounded).await?;
+                    return Err(inner.group_locked(&state));
+                }
+                _ = shutting_down.changed() => return Err(EngineError::ShuttingDown),
+            }
+        }
+    }
+}
