@@ -270,3 +270,47 @@ async fn a_hand_off_to_a_dead_gateways_waiter_does_not_keep_the_lock() {
         started.elapsed()
     );
 }
+
+/// A gateway holding a semaphore's permits dies: each permit ends by its etcd lease backstop
+/// (expire + slack), the group hold left without tickets is ended by the next request that
+/// reads it, and a permit request queued on another gateway is granted; a request that was
+/// queued on the dead gateway is never granted.
+#[tokio::test]
+async fn permits_of_a_dead_gateway_end_and_go_to_the_next_waiter() {
+    let _serial = SERIAL.lock().await;
+    let cluster = EtcdCluster::start(1);
+    let (first, second) = (gateway(&cluster, "sem/"), gateway(&cluster, "sem/"));
+    let (api, other) = (first.api(), second.api());
+    let mut highest = 0;
+    for owner in ["a", "b"] {
+        let grant = api.acquire(json!({"resource": "pool", "owner": owner, "limit": 2, "expire": 1})).await;
+        assert_eq!(grant.status, 200, "{:?}", grant.body);
+        highest = highest.max(grant.token());
+    }
+    let doomed = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.acquire(json!({"resource": "pool", "owner": "d", "limit": 2, "wait": 30})).await
+        })
+    };
+    waiters(&other, "pool", 1).await;
+    let patient = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            other
+                .acquire(json!({"resource": "pool", "owner": "c", "limit": 2, "wait": 30, "expire": 10}))
+                .await
+        })
+    };
+    waiters(&other, "pool", 2).await;
+    first.kill();
+    doomed.abort();
+    let granted =
+        tokio::time::timeout(Duration::from_secs(20), patient).await.expect("c is granted").unwrap();
+    assert_eq!((granted.status, granted.body["owner"].clone()), (200, json!("c")), "{:?}", granted.body);
+    assert!(granted.token() > highest);
+    let info = other.inspect("pool").await;
+    let owners: Vec<_> =
+        info.body["holders"].as_array().unwrap().iter().map(|h| h["owner"].clone()).collect();
+    assert_eq!(owners, [json!("c")], "the dead gateway's permits and waiter are gone: {:?}", info.body);
+}

@@ -184,6 +184,17 @@ impl Inner {
             let (kind, hold) = match watched.event_type() {
                 EventType::Put => {
                     let Ok(hold) = Hold::parse(kv) else { continue };
+                    if hold.record.group.is_some() {
+                        // A group hold (`groups.rs`): its holders are tickets, outside the watch;
+                        // the holder key is rewritten as a holder joins or leaves.
+                        let kind = if watched.prev_kv().is_some() {
+                            EventKind::Refreshed
+                        } else {
+                            EventKind::Acquired
+                        };
+                        made.push(event(id(), kind, None));
+                        continue;
+                    }
                     // A hand-off rewrites the holder key with the next holder's token: the
                     // previous hold ended first.
                     let previous = watched.prev_kv().and_then(|prev| Hold::parse(prev).ok());

@@ -24,6 +24,7 @@
 //!
 //! Where each job lives: `holds.rs` (holder transactions), `handoff.rs` (ending a hold and
 //! handing it to the head waiter in one transaction), `queue.rs` (the waiter recipe),
+//! `groups.rs` (shared holders and semaphore permits: group holds), `multi.rs` (multi-locks),
 //! `mirror.rs` (the gateway's picture of every hold and waiter), `events.rs` (the gateway's one
 //! watch, which keeps the mirror and feeds `GET /watch`), `reads.rs` (inspection and listing),
 //! `leases.rs` (the API's leases), `timers.rs` (deletions on this gateway's clock), `keys.rs`
