@@ -285,3 +285,33 @@ async fn wait_for_waiters(api: &Api, resource: &str, count: u64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn permits_and_shared_holds_under_a_lease_end_with_it() {
+    let server = backend().start(&[]);
+    let api = server.api();
+    let lease = api.post("/leases", json!({"ttl": 30})).await.body["lease"].as_str().unwrap().to_string();
+    let leased = api.acquire(json!({"resource": "pool", "owner": "a", "limit": 1, "lease": lease})).await;
+    assert_eq!(leased.status, 200, "{:?}", leased.body);
+    let reader =
+        api.acquire(json!({"resource": "cfg", "owner": "r", "mode": "shared", "lease": lease})).await;
+    assert_eq!(reader.status, 200, "{:?}", reader.body);
+    let info = api.get(&format!("/leases/{lease}")).await;
+    assert_eq!(info.body["locks"], json!(["cfg", "pool"]), "{:?}", info.body);
+    let waiter = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.acquire(json!({"resource": "pool", "owner": "b", "limit": 1, "wait": 20})).await
+        })
+    };
+    wait_for_waiters(&api, "pool", 1).await;
+    assert_eq!(api.delete(&format!("/leases/{lease}")).await.status, 200);
+    let granted = tokio::time::timeout(Duration::from_secs(15), waiter).await.expect("b is granted").unwrap();
+    assert_eq!((granted.status, granted.body["owner"].clone()), (200, json!("b")), "{:?}", granted.body);
+    assert!(granted.token() > leased.token());
+    let until = Instant::now() + Duration::from_secs(10);
+    while api.inspect("cfg").await.status != 404 {
+        assert!(Instant::now() < until, "the shared hold did not end with its lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -139,6 +139,13 @@ impl Keys {
         String::from_utf8(name.to_vec()).ok()
     }
 
+    /// The resource whose group hold this ticket key belongs to.
+    pub(super) fn name_of_ticket(&self, key: &[u8]) -> Option<String> {
+        let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"t/")?;
+        let end = rest.iter().position(|byte| *byte == 0)?;
+        String::from_utf8(rest[..end].to_vec()).ok()
+    }
+
     /// The resource and waiter id of a waiter key.
     pub(super) fn name_of_waiter(&self, key: &[u8]) -> Option<(String, String)> {
         let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"q/")?;

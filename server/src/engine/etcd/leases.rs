@@ -78,9 +78,13 @@ impl Inner {
         let (record, _) = inner.live_lease(&lease.0).await?;
         let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
         let attached = inner.client().lease_time_to_live(id, Some(options)).await.map_err(etcd_error)?;
-        let mut locks: Vec<String> =
-            attached.keys().iter().filter_map(|key| inner.keys.name_of_hold(key)).collect();
+        let mut locks: Vec<String> = attached
+            .keys()
+            .iter()
+            .filter_map(|key| inner.keys.name_of_hold(key).or_else(|| inner.keys.name_of_ticket(key)))
+            .collect();
         locks.sort();
+        locks.dedup();
         Ok(LeaseInfo {
             id: lease.clone(),
             ttl: Duration::from_millis(record.ttl_ms),
