@@ -40,6 +40,10 @@ use crate::engine::{
 /// How often a queued group request reads the lock when nothing woke it.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// How long after a ticket's deadline a request that finds it ends it, if the ticket's gateway
+/// has not (as `queue.rs` does for holds).
+const EXPIRY_GRACE: Duration = Duration::from_millis(100);
+
 /// One holder of a group hold, as read.
 #[derive(Debug, Clone)]
 pub(super) struct Ticket {
@@ -163,6 +167,9 @@ impl Inner {
                 Some(grant) => Ok(Attempt::Granted(grant)),
                 None => Ok(Attempt::Retry),
             };
+        }
+        if self.expire_overdue(name, &state).await? {
+            return Ok(Attempt::Retry);
         }
         let admits = admits(state.hold.as_ref(), state.tickets.len(), request.claim)?;
         if let (None, Some((_, head))) = (&state.hold, &state.head) {
@@ -347,6 +354,20 @@ impl Inner {
             (None, Some(deadline)) => Ok(Some(ms_left(deadline, wall))),
             (None, None) => Ok(None),
         }
+    }
+
+    /// Ends the tickets past their deadline (by more than [`EXPIRY_GRACE`]: their gateway's
+    /// timer did not, it may have died); whether any was ended.
+    async fn expire_overdue(&self, name: &str, state: &State) -> Result<bool> {
+        let now = wall_now_ms();
+        let grace = EXPIRY_GRACE.as_millis() as u64;
+        let mut ended = false;
+        for ticket in &state.tickets {
+            if ticket.record.deadline_ms.is_some_and(|deadline| deadline + grace <= now) {
+                ended |= self.expire_ticket(name, &ticket.owner, ticket.mod_revision).await?;
+            }
+        }
+        Ok(ended)
     }
 
     /// The `locked` answer for a group request that may not wait: who holds the lock.
@@ -665,10 +686,15 @@ impl GroupQueued {
                         continue;
                     }
                     (Some(hold), Admits::NotNow) => {
-                        wake = hold
-                            .record
-                            .deadline_ms
-                            .map(|deadline| Instant::now() + ms_left(deadline, wall_now_ms()));
+                        if inner.expire_overdue(&name, &state).await? {
+                            continue;
+                        }
+                        let wall = wall_now_ms();
+                        let deadlines = state.tickets.iter().filter_map(|ticket| ticket.record.deadline_ms);
+                        wake = deadlines
+                            .chain(hold.record.deadline_ms)
+                            .min()
+                            .map(|deadline| Instant::now() + ms_left(deadline, wall) + EXPIRY_GRACE);
                     }
                     (None, Admits::NotNow) => {}
                 }
