@@ -460,27 +460,17 @@ impl Inner {
             ];
             let last = state.tickets.len() == 1;
             let mut then = vec![TxnOp::delete(ticket_key.clone(), None)];
-            let value_key = self.keys.value(name);
             let mut retention = 0;
             if last {
-                then.push(TxnOp::delete(hold_key, None));
-                if keep_value {
-                    retention = self.backstops.lease(&self.client(), self.value_retention).await?;
-                    then.push(keep_value_op(&value_key, retention));
-                } else {
-                    then.push(TxnOp::delete(value_key, None));
-                }
+                let (value_op, lease) = self.ended_value_op(name, keep_value).await?;
+                retention = lease;
+                then.extend([TxnOp::delete(hold_key, None), value_op]);
             } else {
                 // Rewritten so that watchers (and queued requests) see a permit come free.
                 then.push(TxnOp::put(hold_key, encode(&hold.record), None));
             }
-            let response = match self.client().txn(Txn::new().when(when).and_then(then)).await {
-                Err(error) if super::lease_not_found(&error) => {
-                    self.backstops.forget(retention);
-                    continue;
-                }
-                other => other.map_err(super::etcd_error)?,
-            };
+            let txn = Txn::new().when(when).and_then(then);
+            let Some(response) = self.txn_with_backstop(txn, retention).await? else { continue };
             if !response.succeeded() {
                 continue;
             }
@@ -569,13 +559,7 @@ impl Inner {
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.clone(), CompareOp::Equal, ticket.mod_revision)])
                 .and_then(then);
-            let response = match self.client().txn(txn).await {
-                Err(error) if super::lease_not_found(&error) => {
-                    self.backstops.forget(etcd_lease);
-                    continue;
-                }
-                other => other.map_err(super::etcd_error)?,
-            };
+            let Some(response) = self.txn_with_backstop(txn, etcd_lease).await? else { continue };
             if !response.succeeded() {
                 continue;
             }

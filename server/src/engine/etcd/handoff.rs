@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
 use super::holds::keep_value_op;
@@ -133,6 +133,29 @@ impl Inner {
         self.end_hold(name, Ending { mod_revision, lease: None, keep_value: true }).await
     }
 
+    /// The op that ends a lock's value with its last hold: kept for `--value-retention` (bound
+    /// to a retention lease, returned too: 0 when none) or deleted.
+    pub(super) async fn ended_value_op(&self, name: &str, keep_value: bool) -> Result<(TxnOp, i64)> {
+        let value_key = self.keys.value(name);
+        if !keep_value {
+            return Ok((TxnOp::delete(value_key, None), 0));
+        }
+        let retention = self.backstops.lease(&self.client(), self.value_retention).await?;
+        Ok((keep_value_op(&value_key, retention), retention))
+    }
+
+    /// Runs a transaction that binds keys to the backstop or retention lease `lease`; `None`
+    /// when etcd no longer knew that lease (it is forgotten: build the transaction again).
+    pub(super) async fn txn_with_backstop(&self, txn: Txn, lease: i64) -> Result<Option<TxnResponse>> {
+        match self.client().txn(txn).await {
+            Err(error) if lease_not_found(&error) => {
+                self.backstops.forget(lease);
+                Ok(None)
+            }
+            other => other.map(Some).map_err(super::etcd_error),
+        }
+    }
+
     /// The transaction of one try, the backstop lease it binds (0: none) and the record it
     /// writes for a hand-off.
     async fn ending_txn(
@@ -181,12 +204,7 @@ impl Inner {
                 if matches!(next, Next::Nobody) {
                     when.push(Compare::version(queue.clone(), CompareOp::Equal, 0).with_prefix());
                 }
-                let value_op = if ending.keep_value {
-                    let retention = self.backstops.lease(&self.client(), self.value_retention).await?;
-                    keep_value_op(&value_key, retention)
-                } else {
-                    TxnOp::delete(value_key.clone(), None)
-                };
+                let (value_op, _) = self.ended_value_op(name, ending.keep_value).await?;
                 (vec![TxnOp::delete(hold_key.clone(), None), value_op], 0, None)
             }
         };

@@ -355,24 +355,12 @@ impl Inner {
                 let hold = hold.as_ref().ok_or(EngineError::NotHeld)?;
                 hold.held_by(Some(&request.owner), None, wall)?;
                 when.push(Compare::mod_revision(self.keys.hold(name), CompareOp::Equal, hold.mod_revision));
-                then.push(TxnOp::delete(self.keys.hold(name), None));
-                let value_key = self.keys.value(name);
-                if request.keep_value {
-                    if retention == 0 {
-                        retention = self.backstops.lease(&self.client(), self.value_retention).await?;
-                    }
-                    then.push(super::holds::keep_value_op(&value_key, retention));
-                } else {
-                    then.push(TxnOp::delete(value_key, None));
-                }
+                let (value_op, lease) = self.ended_value_op(name, request.keep_value).await?;
+                retention = lease;
+                then.extend([TxnOp::delete(self.keys.hold(name), None), value_op]);
             }
-            let response = match self.client().txn(Txn::new().when(when).and_then(then)).await {
-                Err(error) if super::lease_not_found(&error) => {
-                    self.backstops.forget(retention);
-                    continue;
-                }
-                other => other.map_err(super::etcd_error)?,
-            };
+            let txn = Txn::new().when(when).and_then(then);
+            let Some(response) = self.txn_with_backstop(txn, retention).await? else { continue };
             if !response.succeeded() {
                 continue;
             }
