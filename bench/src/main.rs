@@ -72,6 +72,20 @@ fn main() {
             );
             return;
         }
+        // `permits ADDR SECONDS`: 16 clients on a semaphore of 4, 10 ms each.
+        Some("permits") => {
+            let (addr, secs) = (args.next().expect("ADDR"), args.next().expect("SECONDS"));
+            let run = std::time::Duration::from_secs(secs.parse().expect("SECONDS"));
+            let figures = runtime().block_on(scenarios::permits(&addr, run));
+            println!(
+                "{} grants, utilisation {:.3}, gap p50 {:.2} ms, p99 {:.2} ms",
+                figures.grants,
+                figures.utilisation,
+                figures.p50.as_secs_f64() * 1000.0,
+                figures.p99.as_secs_f64() * 1000.0
+            );
+            return;
+        }
         _ => {}
     }
     // Thousands of parked connections: raise the descriptor limit as far as allowed.

@@ -21,7 +21,7 @@ pub use etcd::{etcd, raw_cycles, v3lock_contention, v3lock_cycles};
 pub use held::million;
 pub use resources::at_the_caps;
 pub use security::security;
-pub use sharing::sharing;
+pub use sharing::{permits, sharing};
 pub use throughput::{generator_ceiling, redis, uncontended};
 pub use waiting::{expiries, parked};
 pub use watching::watching;

@@ -22,9 +22,18 @@ pub async fn sharing(binary: &Path, out: &mut String) {
     readers(&server.addr, out).await;
 }
 
-/// 16 clients on a semaphore of 4, each holding a permit 10 ms.
-async fn semaphore(addr: &str, out: &mut String) {
-    let run = Duration::from_secs(5);
+/// What 16 clients on a semaphore of 4 saw.
+pub struct Permits {
+    pub grants: usize,
+    pub wall: Duration,
+    /// The permits' busy time over 4 × the wall time.
+    pub utilisation: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// 16 clients on a semaphore of 4 at `addr` for `run`, each holding a permit 10 ms.
+pub async fn permits(addr: &str, run: Duration) -> Permits {
     let events = Arc::new(Mutex::new(Vec::new())); // (granted, release sent)
     let deadline = Instant::now() + run;
     let mut tasks = Vec::new();
@@ -55,18 +64,28 @@ async fn semaphore(addr: &str, out: &mut String) {
     releases.sort();
     let wall = *releases.last().unwrap() - grants[0];
     let busy: Duration = events.iter().map(|(g, r)| *r - *g).sum();
-    let utilisation = busy.as_secs_f64() / (PERMITS as f64 * wall.as_secs_f64());
     // First come, first served: grant k + 4 takes the permit that release k freed.
     let mut gaps: Vec<Duration> =
         grants.iter().skip(PERMITS).zip(&releases).map(|(g, r)| g.saturating_duration_since(*r)).collect();
     gaps.sort();
+    Permits {
+        grants: events.len(),
+        wall,
+        utilisation: busy.as_secs_f64() / (PERMITS as f64 * wall.as_secs_f64()),
+        p50: percentile(&gaps, 0.5),
+        p99: percentile(&gaps, 0.99),
+    }
+}
+
+/// 16 clients on a semaphore of 4, each holding a permit 10 ms.
+async fn semaphore(addr: &str, out: &mut String) {
+    let Permits { grants, wall, utilisation, p50, p99 } = permits(addr, Duration::from_secs(5)).await;
     section(
         out,
         "Semaphore: 16 clients on 4 permits, each holding one 10 ms",
         &format!(
-            "{} grants in {:.1} s (memory storage). Utilisation is the permits' busy time over 4 × the wall time; \
+            "{grants} grants in {:.1} s (memory storage). Utilisation is the permits' busy time over 4 × the wall time; \
              the gap runs from a holder sending its release to the next holder reading its grant.",
-            events.len(),
             wall.as_secs_f64()
         ),
     );
@@ -76,8 +95,7 @@ async fn semaphore(addr: &str, out: &mut String) {
         format!("{utilisation:.3}"),
         format!(">= 0.95: {}", verdict(utilisation >= 0.95)),
     ]);
-    table.row(["hand-off gap p50".into(), ms(percentile(&gaps, 0.5)), String::new()]);
-    let p99 = percentile(&gaps, 0.99);
+    table.row(["hand-off gap p50".into(), ms(p50), String::new()]);
     table.row([
         "hand-off gap p99".into(),
         ms(p99),

@@ -135,7 +135,12 @@ async fn readers_share_writers_are_alone_and_waiting_is_fifo_across_modes() {
     let api = server.api();
     assert_eq!(api.acquire(json!({"resource": "cfg", "owner": "r1", "mode": "shared"})).await.status, 200);
     assert_eq!(api.acquire(json!({"resource": "cfg", "owner": "r2", "mode": "shared"})).await.status, 200);
-    api.acquire(json!({"resource": "cfg", "owner": "w"})).await.assert_error(409, "locked");
+    let refused = api.acquire(json!({"resource": "cfg", "owner": "w"})).await;
+    refused.assert_error(409, "locked");
+    assert_eq!(refused.body["holders"], json!(["r1", "r2"]), "a writer is told who reads");
+    let waited = api.acquire(json!({"resource": "cfg", "owner": "w", "wait": 0.2})).await;
+    waited.assert_error(409, "locked");
+    assert_eq!(waited.body["holders"], json!(["r1", "r2"]), "also after waiting");
     let writer = tokio::spawn({
         let api = api.clone();
         async move { api.acquire(json!({"resource": "cfg", "owner": "w", "wait": 10})).await }

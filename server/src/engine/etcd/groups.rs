@@ -171,6 +171,10 @@ impl Inner {
         if self.expire_overdue(name, &state).await? {
             return Ok(Attempt::Retry);
         }
+        if let Some(hold) = state.hold.as_ref().filter(|hold| hold.expired(wall_now_ms())) {
+            self.end_expired(name, hold.mod_revision).await?;
+            return Ok(Attempt::Retry);
+        }
         let admits = admits(state.hold.as_ref(), state.tickets.len(), request.claim)?;
         if let (None, Some((_, head))) = (&state.hold, &state.head) {
             if head.limit != request.claim.limit()

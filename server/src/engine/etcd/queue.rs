@@ -374,6 +374,13 @@ impl Queued {
             Err(_) => {}
         }
         Err(match self.inner.read_hold(&self.place.name).await {
+            Ok(Some(hold)) if hold.record.group.is_some() => {
+                match self.inner.group_locked_now(&self.place.name, &hold).await {
+                    Ok(Some(locked)) => locked,
+                    Ok(None) => EngineError::NotHeld,
+                    Err(error) => error,
+                }
+            }
             Ok(Some(hold)) => match self.inner.expires_in(&hold).await {
                 Ok(expires_in) => EngineError::Locked {
                     holders: vec![hold.record.owner.clone()],
