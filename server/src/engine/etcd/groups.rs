@@ -6,8 +6,10 @@
 //! its own deadline on the granting gateway's timer. Every ticket added rewrites the holder key
 //! in the same transaction, which compares the key's mod revision: two additions never both
 //! pass, so a semaphore never has more tickets than its limit and no shared holder joins a lock
-//! that became exclusive. The last ticket to leave deletes the holder key in the same
-//! transaction (compared the same way: no ticket joined meanwhile).
+//! that became exclusive. A ticket leaves by itself (compared only with one other ticket that
+//! stays); the last one deletes the holder key in the same transaction, compared the same way
+//! (no ticket joined meanwhile). Tickets are inside the gateways' one watch, so a ticket that
+//! goes wakes the lock's queued requests.
 //!
 //! Shared and permit requests queue in the lock's one queue, in revision order with plain
 //! requests (first come, first served across modes); they are never handed the lock: the head
@@ -458,20 +460,26 @@ impl Inner {
             }
             let hold_key = self.keys.hold(name);
             let ticket_key = self.keys.ticket(name, owner);
-            let when = [
-                Compare::mod_revision(hold_key.clone(), CompareOp::Equal, hold.mod_revision),
-                Compare::mod_revision(ticket_key.clone(), CompareOp::Equal, ticket.mod_revision),
-            ];
-            let last = state.tickets.len() == 1;
+            let mut when =
+                vec![Compare::mod_revision(ticket_key.clone(), CompareOp::Equal, ticket.mod_revision)];
             let mut then = vec![TxnOp::delete(ticket_key.clone(), None)];
             let mut retention = 0;
-            if last {
-                let (value_op, lease) = self.ended_value_op(name, keep_value).await?;
-                retention = lease;
-                then.extend([TxnOp::delete(hold_key, None), value_op]);
-            } else {
-                // Rewritten so that watchers (and queued requests) see a permit come free.
-                then.push(TxnOp::put(hold_key, encode(&hold.record), None));
+            let other = state.tickets.iter().find(|other| other.owner != owner);
+            let last = other.is_none();
+            match other {
+                // Another holder stays (compared: it may be leaving too). Nothing else is
+                // compared, so leaving never conflicts with joining; the gateways' watches see
+                // the ticket go and wake the queue.
+                Some(other) => {
+                    when.push(Compare::version(self.keys.ticket(name, &other.owner), CompareOp::Greater, 0))
+                }
+                // The last: the holder key goes too, if nobody joined since it was read.
+                None => {
+                    when.push(Compare::mod_revision(hold_key.clone(), CompareOp::Equal, hold.mod_revision));
+                    let (value_op, lease) = self.ended_value_op(name, keep_value).await?;
+                    retention = lease;
+                    then.extend([TxnOp::delete(hold_key, None), value_op]);
+                }
             }
             let txn = Txn::new().when(when).and_then(then);
             let Some(response) = self.txn_with_backstop(txn, retention).await? else { continue };

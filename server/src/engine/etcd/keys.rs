@@ -11,7 +11,7 @@
 //! | `P v/{name}\0`           | the lock's value | none while held; a retention lease once free     |
 //! | `P l/{lease id}`         | [`LeaseRecord`]  | the lease itself                                 |
 //! | `P i/progress`           | empty            | none (written so that a gateway's watch reports) |
-//! | `P t/{name}\0{owner}`    | [`TicketRecord`] | the user's lease, a backstop lease, or none      |
+//! | `P k/{name}\0{owner}`    | [`TicketRecord`] | the user's lease, a backstop lease, or none      |
 //!
 //! A shared lock or a semaphore ("a group hold", `groups.rs`) keeps a holder key too, whose
 //! record has a `group` and no owner: to plain locks it is a hold like any other. Each of its
@@ -65,7 +65,7 @@ impl Keys {
 
     /// The prefix of every ticket of `name`.
     pub(super) fn tickets(&self, name: &str) -> Vec<u8> {
-        self.key("t/", name, b"\0")
+        self.key("k/", name, b"\0")
     }
 
     /// The prefix of every waiter key of `name`.
@@ -141,7 +141,7 @@ impl Keys {
 
     /// The resource whose group hold this ticket key belongs to.
     pub(super) fn name_of_ticket(&self, key: &[u8]) -> Option<String> {
-        let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"t/")?;
+        let rest = key.strip_prefix(self.prefix.as_slice())?.strip_prefix(b"k/")?;
         let end = rest.iter().position(|byte| *byte == 0)?;
         String::from_utf8(rest[..end].to_vec()).ok()
     }
@@ -162,8 +162,8 @@ impl Keys {
     }
 
     /// The range (start, exclusive end) the gateway's one watch covers: the holder keys, the
-    /// progress key, the lease records and the waiter keys (`h/`, `i/`, `l/`, `q/`), not the
-    /// values.
+    /// progress key, the tickets, the lease records and the waiter keys (`h/`, `i/`, `k/`, `l/`,
+    /// `q/`), not the values.
     pub(super) fn watched_range(&self) -> (Vec<u8>, Vec<u8>) {
         (self.key("h/", "", b""), prefix_end(self.key("q/", "", b"")))
     }

@@ -210,6 +210,9 @@ impl Mirror {
                     }
                 }
                 changed.push(name);
+            } else if let Some(name) = keys.name_of_ticket(kv.key()) {
+                // A group hold's holder joined or left: its waiters look again.
+                changed.push(name);
             } else if !put && keys.name_of_lease(kv.key()).is_some() {
                 lease_ended = true;
             }
