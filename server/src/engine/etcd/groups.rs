@@ -12,10 +12,13 @@
 //! goes wakes the lock's queued requests.
 //!
 //! Shared and permit requests queue in the lock's one queue, in revision order with plain
-//! requests (first come, first served across modes); they are never handed the lock: the head
-//! request creates or joins the group itself, in a transaction that checks its waiter key and
-//! lease, and removes its waiter key. Tokens are etcd revisions: a fresh ticket's create
-//! revision, or the waiter key's create revision for a request that queued.
+//! requests (first come, first served across modes). A released permit goes to the head permit
+//! request in the releasing transaction (its ticket written, its waiter key deleted), and the
+//! last holder to leave hands the lock to a plain head request as a plain hold, as `handoff.rs`
+//! does; otherwise the head request creates or joins the group itself, in a transaction that
+//! checks its waiter key and lease, and removes its waiter key. Tokens are etcd revisions: a
+//! fresh ticket's create revision, or the waiter key's create revision for a request that
+//! queued.
 //!
 //! A ticket deleted by its etcd lease (a gateway or lease that died) does not rewrite the holder
 //! key; a group hold left without tickets is ended by the next request that reads it
@@ -29,7 +32,8 @@ use tokio::time::{sleep_until, Instant};
 
 use super::holds::{keep_value_op, Attempt};
 use super::keys::{decode, encode, GroupRecord, HoldRecord, TicketRecord, WaiterRecord};
-use super::queue::Place;
+use super::mirror::Waiting;
+use super::queue::{Place, SETTLE_AFTER};
 use super::reads::{gets, ms_left, revision, Hold};
 use super::timers::Due;
 use super::Inner;
@@ -74,12 +78,26 @@ struct State {
     hold: Option<Hold>,
     /// The tickets, oldest token first.
     tickets: Vec<Ticket>,
-    /// The head of the queue: its create revision and record.
-    head: Option<(i64, WaiterRecord)>,
+    /// The head of the queue.
+    head: Option<Waiting>,
+    /// The lock's value.
+    value: Option<String>,
     /// Whether the request's own waiter key is there (when it has one).
     queued: bool,
     /// Whether the request's lease record is there (when it names one).
     lease_alive: bool,
+}
+
+/// How a ticket's end went.
+enum Ending {
+    /// Others still hold the lock.
+    Left,
+    /// The permit went to the head waiter.
+    HandedTicket,
+    /// The lock went to the head waiter as a plain hold (it, and its waiter's revision).
+    HandedHold(Hold, i64),
+    /// The group hold ended.
+    Last,
 }
 
 /// What the group admits now.
@@ -118,6 +136,7 @@ impl Inner {
             TxnOp::get(self.keys.hold(name), None),
             TxnOp::get(self.keys.tickets(name), Some(GetOptions::new().with_prefix())),
             TxnOp::get(self.keys.queue(name), Some(head)),
+            TxnOp::get(self.keys.value(name), None),
         ];
         reads.extend(own.map(|key| TxnOp::get(key.to_vec(), Some(GetOptions::new().with_count_only()))));
         let lease_key = self.lease_key(lifetime)?;
@@ -136,14 +155,21 @@ impl Inner {
         let mut tickets = found[1].iter().map(|kv| Ticket::parse(&prefix, kv)).collect::<Result<Vec<_>>>()?;
         tickets.sort_by_key(|ticket| ticket.token);
         let head = match found[2].first() {
-            Some(kv) => Some((kv.create_revision(), decode::<WaiterRecord>(kv.key(), kv.value())?)),
+            Some(kv) => match Waiting::parse(&self.keys, kv) {
+                Some((_, head)) => Some(head),
+                None => {
+                    return Err(decode::<WaiterRecord>(kv.key(), kv.value()).err().unwrap_or_else(|| {
+                        EngineError::Unavailable("a waiter key of another shape is in the queue".into())
+                    }))
+                }
+            },
             None => None,
         };
-        let mut next = 3;
+        let mut next = 4;
         let queued = match own {
             Some(_) => {
                 next += 1;
-                counts[3] > 0
+                counts[4] > 0
             }
             None => false,
         };
@@ -151,6 +177,7 @@ impl Inner {
             hold: found[0].first().map(Hold::parse).transpose()?,
             tickets,
             head,
+            value: found[3].first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
             queued,
             lease_alive: lease_key.is_none() || !found[next].is_empty(),
         })
@@ -178,11 +205,10 @@ impl Inner {
             return Ok(Attempt::Retry);
         }
         let admits = admits(state.hold.as_ref(), state.tickets.len(), request.claim)?;
-        if let (None, Some((_, head))) = (&state.hold, &state.head) {
-            if head.limit != request.claim.limit()
-                && (head.limit.is_some() || request.claim.limit().is_some())
-            {
-                return Err(EngineError::LimitMismatch { current: head.limit });
+        if let (None, Some(head)) = (&state.hold, &state.head) {
+            let limit = head.record.limit;
+            if limit != request.claim.limit() && (limit.is_some() || request.claim.limit().is_some()) {
+                return Err(EngineError::LimitMismatch { current: limit });
             }
         }
         if state.head.is_none() && matches!(admits, Admits::Yes) {
@@ -396,7 +422,7 @@ impl Inner {
                 holders: state.tickets.iter().map(|ticket| ticket.owner.clone()).collect(),
             },
             _ => EngineError::Locked {
-                owner: state.head.as_ref().map(|(_, head)| head.owner.clone()).unwrap_or_default(),
+                owner: state.head.as_ref().map(|head| head.record.owner.clone()).unwrap_or_default(),
                 expires_in: None,
                 holders: Vec::new(),
             },
@@ -441,6 +467,7 @@ impl Inner {
         mod_revision: Option<i64>,
         keep_value: bool,
     ) -> Result<Option<()>> {
+        let mut handing = true;
         loop {
             let state = self.group_state(name, None, &Lifetime::Unbounded).await?;
             let Some(hold) = state.hold.as_ref().filter(|hold| hold.record.group.is_some()) else {
@@ -463,39 +490,155 @@ impl Inner {
             let mut when =
                 vec![Compare::mod_revision(ticket_key.clone(), CompareOp::Equal, ticket.mod_revision)];
             let mut then = vec![TxnOp::delete(ticket_key.clone(), None)];
-            let mut retention = 0;
+            let mut lease = 0;
             let other = state.tickets.iter().find(|other| other.owner != owner);
-            let last = other.is_none();
-            match other {
+            let limit = hold.record.group.and_then(|group| group.limit);
+            let value_key = self.keys.value(name);
+            let mut ending = Ending::Left;
+            match (state.head.as_ref().filter(|_| handing), other) {
+                // A permit request of this semaphore heads the queue: it gets this permit in the
+                // same transaction (the count does not change), as a plain lock's hand-off.
+                (Some(head), _) if limit.is_some() && head.record.limit == limit => {
+                    let (record, etcd_lease) = self.handed_ticket(head).await?;
+                    when.extend(self.head_compares(head));
+                    let options = (etcd_lease != 0).then(|| PutOptions::new().with_lease(etcd_lease));
+                    then.extend([
+                        TxnOp::put(self.keys.ticket(name, &head.record.owner), encode(&record), options),
+                        TxnOp::delete(head.key.clone(), None),
+                    ]);
+                    then.extend(
+                        head.record.value.as_ref().map(|value| TxnOp::put(value_key, value.as_str(), None)),
+                    );
+                    lease = if head.record.ttl_ms.is_some() { etcd_lease } else { 0 };
+                    ending = Ending::HandedTicket;
+                }
+                // The last holder, and a plain request heads the queue: the lock is handed to it
+                // as a plain hold (if nobody joined since the holder key was read).
+                (Some(head), None) if head.record.handoff => {
+                    let kept_value = keep_value && head.record.value.is_none();
+                    let (record, etcd_lease) = self.handoff_record(head, kept_value).await?;
+                    when.push(Compare::mod_revision(hold_key.clone(), CompareOp::Equal, hold.mod_revision));
+                    when.extend(self.head_compares(head));
+                    let value_op = match &head.record.value {
+                        Some(value) => TxnOp::put(value_key, value.as_str(), None),
+                        None if kept_value => keep_value_op(&value_key, 0),
+                        None => TxnOp::delete(value_key, None),
+                    };
+                    then.extend([
+                        TxnOp::put(hold_key, encode(&record), Some(PutOptions::new().with_lease(etcd_lease))),
+                        TxnOp::delete(head.key.clone(), None),
+                        value_op,
+                    ]);
+                    lease = if head.record.ttl_ms.is_some() { etcd_lease } else { 0 };
+                    ending = Ending::HandedHold(
+                        Hold { record, token: head.revision, mod_revision: 0 },
+                        head.revision,
+                    );
+                }
                 // Another holder stays (compared: it may be leaving too). Nothing else is
                 // compared, so leaving never conflicts with joining; the gateways' watches see
                 // the ticket go and wake the queue.
-                Some(other) => {
+                (_, Some(other)) => {
                     when.push(Compare::version(self.keys.ticket(name, &other.owner), CompareOp::Greater, 0))
                 }
                 // The last: the holder key goes too, if nobody joined since it was read.
-                None => {
+                (_, None) => {
                     when.push(Compare::mod_revision(hold_key.clone(), CompareOp::Equal, hold.mod_revision));
-                    let (value_op, lease) = self.ended_value_op(name, keep_value).await?;
-                    retention = lease;
+                    let (value_op, retention) = self.ended_value_op(name, keep_value).await?;
+                    lease = retention;
                     then.extend([TxnOp::delete(hold_key, None), value_op]);
+                    ending = Ending::Last;
                 }
             }
             let txn = Txn::new().when(when).and_then(then);
-            let Some(response) = self.txn_with_backstop(txn, retention).await? else { continue };
+            let Some(response) = self.txn_with_backstop(txn, lease).await? else {
+                handing = false; // the head's lease or session is gone: end without a hand-off
+                continue;
+            };
             if !response.succeeded() {
+                if matches!(ending, Ending::HandedTicket | Ending::HandedHold(..)) {
+                    handing = false; // the head may have gone: end the ticket without a hand-off
+                }
                 continue;
             }
             let at = revision(&response);
             self.cancel(&ticket_key);
-            if last {
-                self.mirror.ended(name, at);
-                if keep_value {
-                    self.schedule(Due::Value(name.to_string()), at, self.value_retention);
+            match ending {
+                Ending::HandedHold(hold, head) => {
+                    self.mirror.handed_off(name, Hold { mod_revision: at, ..hold }, head);
                 }
+                Ending::Last => {
+                    self.mirror.ended(name, at);
+                    if keep_value {
+                        self.schedule(Due::Value(name.to_string()), at, self.value_retention);
+                    }
+                }
+                Ending::Left | Ending::HandedTicket => {}
             }
             return Ok(Some(()));
         }
+    }
+
+    /// The compares of a hand-off to `head`: its waiter key is the one read, its lease alive.
+    fn head_compares(&self, head: &Waiting) -> Vec<Compare> {
+        let mut compares = vec![Compare::create_revision(head.key.clone(), CompareOp::Equal, head.revision)];
+        if let Some(lease) = &head.record.lease {
+            compares.push(Compare::version(self.keys.lease(lease), CompareOp::Greater, 0));
+        }
+        compares
+    }
+
+    /// Answers a permit handed to a queued request: keeps its deadline on this gateway's timer,
+    /// and rebinds a permit with neither expiry nor lease from this gateway's session lease to
+    /// nothing `SETTLE_AFTER` from now, if it is still held then (as `queue.rs` does for holds).
+    async fn answer_handed(
+        self: &Arc<Self>,
+        name: &str,
+        ticket: &Ticket,
+        state: &State,
+        request: &AcquireRequest,
+    ) -> Result<Grant> {
+        let expires_in = match &request.lifetime {
+            Lifetime::Expire(ttl) => {
+                let left =
+                    ticket.record.deadline_ms.map_or(*ttl, |deadline| ms_left(deadline, wall_now_ms()));
+                let left = left.min(*ttl);
+                self.schedule(Due::Ticket(name.to_string(), ticket.owner.clone()), ticket.mod_revision, left);
+                Some(left)
+            }
+            Lifetime::Lease(_) => self.ticket_expires_in(&ticket.record).await?,
+            Lifetime::Unbounded => {
+                let (inner, key, ticket) =
+                    (self.clone(), self.keys.ticket(name, &ticket.owner), ticket.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(SETTLE_AFTER).await;
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, ticket.mod_revision)])
+                        .and_then([TxnOp::put(key, encode(&ticket.record), Some(PutOptions::new()))]);
+                    let _ = inner.txn(txn).await;
+                });
+                None
+            }
+        };
+        let value = request.value.clone().or_else(|| state.value.clone());
+        Ok(Grant {
+            resource: name.to_string(),
+            owner: ticket.owner.clone(),
+            token: FencingToken(ticket.token as u64),
+            expires_in,
+            value,
+        })
+    }
+
+    /// The ticket a queued permit request is handed, and the etcd lease it is bound to.
+    async fn handed_ticket(&self, head: &Waiting) -> Result<(TicketRecord, i64)> {
+        let waiter = &head.record;
+        let record = TicketRecord {
+            deadline_ms: waiter.ttl_ms.map(|ttl| wall_now_ms() + ttl),
+            lease: waiter.lease.clone(),
+            token: Some(head.revision),
+        };
+        Ok((record, self.handed_lease(head).await?))
     }
 
     /// Releases a shared hold or permit (every one, when forced). `Ok(None)` when the lock is
@@ -637,6 +780,11 @@ impl GroupQueued {
         GroupQueued { inner, place, revision }
     }
 
+    /// The permit a release handed this request, if it was (its waiter key is then gone).
+    fn handed<'a>(&self, state: &'a State, request: &AcquireRequest) -> Option<&'a Ticket> {
+        state.tickets.iter().find(|ticket| ticket.owner == request.owner && ticket.token == self.revision)
+    }
+
     /// Waits until the request heads the queue and the group admits it (then joins it), its
     /// lease dies, or `wait_until`.
     pub(super) async fn wait(mut self, request: &AcquireRequest, wait_until: Instant) -> Result<Grant> {
@@ -656,13 +804,17 @@ impl GroupQueued {
                 return Err(EngineError::NoSuchLease);
             }
             if !state.queued {
+                if let Some(ticket) = self.handed(&state, request) {
+                    self.place.answered = true;
+                    return inner.answer_handed(&name, ticket, &state, request).await;
+                }
                 return Err(EngineError::Unavailable(
                     "this request lost its place in the queue (its gateway's etcd session ended); retry"
                         .into(),
                 ));
             }
             let mut wake = None;
-            if state.head.as_ref().is_some_and(|(at, _)| *at == self.revision) {
+            if state.head.as_ref().is_some_and(|head| head.revision == self.revision) {
                 match (&state.hold, admits(state.hold.as_ref(), state.tickets.len(), request.claim)?) {
                     (Some(hold), _) if hold.record.group.is_some() && state.tickets.is_empty() => {
                         inner.heal_group(&name, hold).await?;
@@ -703,6 +855,10 @@ impl GroupQueued {
                     let _ = inner.client().delete(self.place.key.clone(), None).await;
                     self.place.answered = true;
                     let state = inner.group_state(&name, None, &Lifetime::Unbounded).await?;
+                    if let Some(ticket) = self.handed(&state, request) {
+                        // Handed the permit at the last moment.
+                        return inner.answer_handed(&name, ticket, &state, request).await;
+                    }
                     return Err(inner.group_locked(&state));
                 }
                 _ = shutting_down.changed() => return Err(EngineError::ShuttingDown),

@@ -216,7 +216,7 @@ impl Inner {
     }
 
     /// The hold a hand-off gives `head`, and the etcd lease its holder key is bound to.
-    async fn handoff_record(&self, head: &Waiting, kept_value: bool) -> Result<(HoldRecord, i64)> {
+    pub(super) async fn handoff_record(&self, head: &Waiting, kept_value: bool) -> Result<(HoldRecord, i64)> {
         let waiter = &head.record;
         let record = HoldRecord {
             owner: waiter.owner.clone(),
@@ -227,11 +227,17 @@ impl Inner {
             kept_value,
             group: None,
         };
-        let etcd_lease = match (&waiter.ttl_ms, &waiter.lease) {
+        Ok((record, self.handed_lease(head).await?))
+    }
+
+    /// The etcd lease what is handed to `head` is bound to: a backstop lease for an expiry, the
+    /// request's lease, or else its gateway's session lease (rebound to nothing by that gateway
+    /// once it answers, `SETTLE_AFTER` later).
+    pub(super) async fn handed_lease(&self, head: &Waiting) -> Result<i64> {
+        Ok(match (&head.record.ttl_ms, &head.record.lease) {
             (Some(ttl), _) => self.backstops.lease(&self.client(), Duration::from_millis(*ttl)).await?,
             (None, Some(lease)) => lease_number(lease)?,
             (None, None) => head.session,
-        };
-        Ok((record, etcd_lease))
+        })
     }
 }

@@ -27,7 +27,7 @@ use crate::engine::{AcquireRequest, Claim, EngineError, FencingToken, Grant, Lif
 
 /// How long a hold handed to a waiter without expiry or lease stays bound to its gateway's
 /// session lease before that gateway rebinds it (if it is still held then).
-const SETTLE_AFTER: Duration = Duration::from_millis(500);
+pub(super) const SETTLE_AFTER: Duration = Duration::from_millis(500);
 
 /// How long a waiter retries etcd errors (a member dying, a leader election) before it gives up
 /// with `unavailable`.
