@@ -63,13 +63,7 @@ fn main() {
                     _ => scenarios::v3lock_contention(&addr, run).await,
                 }
             });
-            println!(
-                "{} grants, utilisation {:.3}, gap p50 {:.2} ms, p99 {:.2} ms",
-                figures.grants,
-                figures.utilisation,
-                figures.p50.as_secs_f64() * 1000.0,
-                figures.p99.as_secs_f64() * 1000.0
-            );
+            print_hand_offs(figures.grants, figures.utilisation, figures.p50, figures.p99);
             return;
         }
         // `permits ADDR SECONDS`: 16 clients on a semaphore of 4, 10 ms each.
@@ -77,13 +71,7 @@ fn main() {
             let (addr, secs) = (args.next().expect("ADDR"), args.next().expect("SECONDS"));
             let run = std::time::Duration::from_secs(secs.parse().expect("SECONDS"));
             let figures = runtime().block_on(scenarios::permits(&addr, run));
-            println!(
-                "{} grants, utilisation {:.3}, gap p50 {:.2} ms, p99 {:.2} ms",
-                figures.grants,
-                figures.utilisation,
-                figures.p50.as_secs_f64() * 1000.0,
-                figures.p99.as_secs_f64() * 1000.0
-            );
+            print_hand_offs(figures.grants, figures.utilisation, figures.p50, figures.p99);
             return;
         }
         _ => {}
@@ -133,6 +121,16 @@ fn main() {
     let path = root.join("BENCHMARKS.md");
     std::fs::write(&path, report).expect("writing BENCHMARKS.md");
     println!("wrote {}", path.display());
+}
+
+/// One line of hand-off figures, as the one-figure subcommands print them.
+fn print_hand_offs(grants: usize, utilisation: f64, p50: std::time::Duration, p99: std::time::Duration) {
+    let ms = |gap: std::time::Duration| gap.as_secs_f64() * 1000.0;
+    println!(
+        "{grants} grants, utilisation {utilisation:.3}, gap p50 {:.2} ms, p99 {:.2} ms",
+        ms(p50),
+        ms(p99)
+    );
 }
 
 /// Whether a scenario runs: all of them, unless `LOCKSERVER_BENCH_ONLY` names some
