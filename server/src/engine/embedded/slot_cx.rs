@@ -163,17 +163,11 @@ impl<'a> SlotCx<'a> {
             return Ok(Acquired::Granted(renewed));
         }
         if self.slot.waiters.is_none() && self.slot.fits(request.claim) {
-            let max = self.shared.max_locks.load(Ordering::Relaxed);
-            if self.fresh && self.shared.locks.load(Ordering::Relaxed) >= max {
-                return Err(EngineError::TooMany(format!(
-                    "this server already holds {max} locks, its cap (--max-locks); retry later"
-                )));
-            }
+            self.check_lock_cap()?;
             let overhead = if self.slot.is_held() { HOLDER_OVERHEAD } else { LOCK_OVERHEAD };
             self.admit(capacity::footprint(overhead, &[self.name.len(), request.owner.len(), value_len]))?;
-            let first = !self.slot.is_held();
             let grant = self.grant(request.owner, request.lifetime, request.value, request.claim)?;
-            self.changed(if first { EventKind::Acquired } else { EventKind::Handoff });
+            self.changed(EventKind::Acquired);
             debug!(resource = %self.name, owner = %grant.owner, token = grant.token.0, "granted");
             metrics::global().granted(How::immediate);
             return Ok(Acquired::Granted(grant));
@@ -232,12 +226,7 @@ impl<'a> SlotCx<'a> {
             self.changed(EventKind::Refreshed);
             return Ok(renewed);
         }
-        let max = self.shared.max_locks.load(Ordering::Relaxed);
-        if self.fresh && self.shared.locks.load(Ordering::Relaxed) >= max {
-            return Err(EngineError::TooMany(format!(
-                "this server already holds {max} locks, its cap (--max-locks); retry later"
-            )));
-        }
+        self.check_lock_cap()?;
         let value_len = self.slot.value.as_ref().map_or(0, |value| value.len());
         self.admit(capacity::footprint(LOCK_OVERHEAD, &[self.name.len(), owner.len(), value_len]))?;
         let grant = self.grant(owner.to_string(), lifetime, None, Claim::Exclusive)?;
@@ -251,6 +240,17 @@ impl<'a> SlotCx<'a> {
         if let Some(index) = self.slot.holders.iter().position(|holder| holder.token == token) {
             self.end_hold(index, true, HoldEnd::Withdrawn);
         }
+    }
+
+    /// Refuses, with `too_many`, a grant that would add a lock to a table at `--max-locks`.
+    fn check_lock_cap(&self) -> Result<()> {
+        let max = self.shared.max_locks.load(Ordering::Relaxed);
+        if self.fresh && self.shared.locks.load(Ordering::Relaxed) >= max {
+            return Err(EngineError::TooMany(format!(
+                "this server already holds {max} locks, its cap (--max-locks); retry later"
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses, with `too_many`, a change that would take `bytes` more than `--max-memory` allows.
