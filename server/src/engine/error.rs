@@ -30,9 +30,6 @@ pub enum EngineError {
         /// The resource's limit now; `None` when it is a lock.
         current: Option<u32>,
     },
-    /// The backend does not offer this kind of request.
-    #[error("this backend does not support {0} yet")]
-    Unsupported(&'static str),
     /// Nobody holds the lock: never acquired, released, or expired.
     #[error("the lock is not held: it was never acquired, was released, or expired")]
     NotHeld,

@@ -344,16 +344,10 @@ pub trait LockBackend: Send + Sync + 'static {
     async fn acquire(&self, request: AcquireRequest) -> Result<Grant>;
     /// Acquires every lock of a multi-lock at once, or none: queues (holding nothing) for up to
     /// `wait` while any is held or queued for. Grants in the order asked.
-    async fn acquire_many(&self, request: AcquireManyRequest) -> Result<Vec<Grant>> {
-        let _ = request;
-        Err(EngineError::Unsupported("multi-locks (`resources`)"))
-    }
+    async fn acquire_many(&self, request: AcquireManyRequest) -> Result<Vec<Grant>>;
     /// Releases a multi-lock's locks together; `NotOwner`/`NotHeld` (and nothing released)
     /// unless the owner holds all of them.
-    async fn release_many(&self, request: ReleaseManyRequest) -> Result<()> {
-        let _ = request;
-        Err(EngineError::Unsupported("multi-locks (`resources`)"))
-    }
+    async fn release_many(&self, request: ReleaseManyRequest) -> Result<()>;
     /// Releases a hold and hands the lock to the head waiter.
     async fn release(&self, request: ReleaseRequest) -> Result<()>;
     /// Extends a hold's expiry and optionally replaces its value.

@@ -101,7 +101,6 @@ impl ApiError {
                 }
                 EngineError::TooMany(_) => ErrorCode::TooMany,
                 EngineError::LimitMismatch { .. } => ErrorCode::LimitMismatch,
-                EngineError::Unsupported(_) => ErrorCode::BadRequest,
             },
             ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,

@@ -376,16 +376,7 @@ impl Inner {
 
     /// Time left on a ticket: until its deadline, or its lease's; `None` when unbounded.
     async fn ticket_expires_in(&self, ticket: &TicketRecord) -> Result<Option<Duration>> {
-        let wall = wall_now_ms();
-        match (&ticket.lease, ticket.deadline_ms) {
-            (Some(lease), _) => match self.live_lease(lease).await {
-                Ok((record, _)) => Ok(Some(ms_left(record.deadline_ms, wall))),
-                Err(EngineError::NoSuchLease) => Ok(Some(Duration::ZERO)),
-                Err(error) => Err(error),
-            },
-            (None, Some(deadline)) => Ok(Some(ms_left(deadline, wall))),
-            (None, None) => Ok(None),
-        }
+        self.time_left(ticket.lease.as_deref(), ticket.deadline_ms).await
     }
 
     /// Ends the tickets past their deadline (by more than [`EXPIRY_GRACE`]: their gateway's

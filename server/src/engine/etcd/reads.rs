@@ -134,16 +134,23 @@ impl Inner {
 
     /// Time left on a hold: until its deadline, or its lease's; `None` when unbounded.
     pub(super) async fn expires_in(&self, hold: &Hold) -> Result<Option<Duration>> {
+        self.time_left(hold.record.lease.as_deref(), hold.record.deadline_ms).await
+    }
+
+    /// Time left on a hold or ticket bound to `lease` or ending at `deadline_ms`: until its
+    /// lease's deadline (zero once the lease is gone), or its own; `None` when unbounded.
+    pub(super) async fn time_left(
+        &self,
+        lease: Option<&str>,
+        deadline_ms: Option<u64>,
+    ) -> Result<Option<Duration>> {
         let wall = wall_now_ms();
-        match (&hold.record.lease, hold.record.deadline_ms) {
-            (Some(lease), _) => {
-                let left = match self.live_lease(lease).await {
-                    Ok((record, _)) => ms_left(record.deadline_ms, wall),
-                    Err(EngineError::NoSuchLease) => Duration::ZERO,
-                    Err(error) => return Err(error),
-                };
-                Ok(Some(left))
-            }
+        match (lease, deadline_ms) {
+            (Some(lease), _) => match self.live_lease(lease).await {
+                Ok((record, _)) => Ok(Some(ms_left(record.deadline_ms, wall))),
+                Err(EngineError::NoSuchLease) => Ok(Some(Duration::ZERO)),
+                Err(error) => Err(error),
+            },
             (None, Some(deadline)) => Ok(Some(ms_left(deadline, wall))),
             (None, None) => Ok(None),
         }
