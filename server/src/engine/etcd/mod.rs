@@ -24,7 +24,8 @@
 //!
 //! Where each job lives: `holds.rs` (holder transactions), `handoff.rs` (ending a hold and
 //! handing it to the head waiter in one transaction), `queue.rs` (the waiter recipe),
-//! `groups.rs` (shared holders and semaphore permits: group holds), `multi.rs` (multi-locks),
+//! `groups.rs` (shared holders and semaphore permits: group holds; `group_queue.rs` their
+//! waiting, `group_release.rs` their ending and hand-off), `multi.rs` (multi-locks),
 //! `mirror.rs` (the gateway's picture of every hold and waiter), `events.rs` (the gateway's one
 //! watch, which keeps the mirror and feeds `GET /watch`), `reads.rs` (inspection and listing),
 //! `leases.rs` (the API's leases), `timers.rs` (deletions on this gateway's clock), `keys.rs`
@@ -34,6 +35,8 @@
 
 mod endpoints;
 mod events;
+mod group_queue;
+mod group_release;
 mod groups;
 mod handoff;
 mod holds;
@@ -58,7 +61,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use self::groups::GroupQueued;
+use self::group_queue::GroupQueued;
 use self::handoff::Ending;
 use self::holds::Attempt;
 use self::keepers::Keepers;
