@@ -7,16 +7,22 @@
 //!
 //! The same probes say which member leads: the gateway sends its requests to the leader on
 //! that member's own connection (a follower would forward each proposal to it, one more hop),
-//! and to the balanced client while no leader is known.
+//! and to the balanced client while no leader is known. Each member's client sends its unary
+//! calls through a [`MemberChannel`] (one write per call, one connection per thread) unless
+//! etcd is reached over TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Channel, Client, ConnectOptions};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
+use tower::util::BoxCloneSyncService;
 use tracing::{info, warn};
+
+use super::member_channel::MemberChannel;
+use super::{CALL_TIMEOUT, CONNECT_TIMEOUT, KEEP_ALIVE};
 
 /// How often each member is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -31,13 +37,14 @@ pub(super) async fn monitor(
     leader: Arc<watch::Sender<Option<(String, Client)>>>,
     endpoints: Vec<String>,
     options: ConnectOptions,
+    plain: bool,
 ) {
     if endpoints.len() < 2 {
         return;
     }
     let mut probes = Vec::new();
     for endpoint in &endpoints {
-        match Client::connect([endpoint.as_str()], Some(options.clone())).await {
+        match member_client(endpoint, &options, plain).await {
             Ok(probe) => probes.push((endpoint.clone(), probe)),
             Err(error) => warn!(%endpoint, %error, "cannot probe this etcd endpoint; it stays in use"),
         }
@@ -92,5 +99,23 @@ pub(super) async fn monitor(
                 in_use[index] = wanted[index];
             }
         }
+    }
+}
+
+/// A client of the member at `endpoint` alone: through a [`MemberChannel`] when etcd is reached
+/// in plain text (`plain`), else through etcd-client's own channel.
+async fn member_client(
+    endpoint: &str,
+    options: &ConnectOptions,
+    plain: bool,
+) -> Result<Client, etcd_client::Error> {
+    let channel =
+        plain.then(|| MemberChannel::new(endpoint, KEEP_ALIVE, CALL_TIMEOUT, CONNECT_TIMEOUT)).flatten();
+    match channel {
+        Some(channel) => {
+            Client::from_channel(Channel::Custom(BoxCloneSyncService::new(channel)), Some(options.clone()))
+                .await
+        }
+        None => Client::connect([endpoint], Some(options.clone())).await,
     }
 }

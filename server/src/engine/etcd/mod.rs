@@ -43,6 +43,7 @@ mod holds;
 mod keepers;
 mod keys;
 mod leases;
+mod member_channel;
 mod mirror;
 mod multi;
 mod queue;
@@ -115,6 +116,13 @@ pub enum EtcdSetupError {
         source: etcd_client::Error,
     },
 }
+
+/// How long connecting to an etcd member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one etcd call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle connection to etcd is pinged, and how long the answer may take.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
 
 /// The etcd backend. Cheap to clone; clones share one etcd connection.
 #[derive(Clone)]
@@ -190,9 +198,9 @@ impl EtcdBackend {
             return Err(EtcdSetupError::NoEndpoints);
         }
         let mut connect = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE)
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let Some((user, password)) = &options.user {
@@ -229,7 +237,8 @@ impl EtcdBackend {
             async move { keeper.session.keep_alive(keeper.balanced.clone(), &keeper.keepers).await },
         );
         let (balanced, leader) = (inner.balanced.clone(), inner.leader.clone());
-        tokio::spawn(endpoints::monitor(balanced, leader, options.endpoints, connect));
+        let plain = options.tls.is_none();
+        tokio::spawn(endpoints::monitor(balanced, leader, options.endpoints, connect, plain));
         Ok(EtcdBackend { inner })
     }
 }
