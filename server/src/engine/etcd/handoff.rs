@@ -71,7 +71,7 @@ impl Inner {
                 }
                 Err(error) => return Err(error),
             };
-            let response = match self.client().txn(txn.0).await {
+            let response = match self.lock_txn(name, txn.0).await {
                 Err(error) if lease_not_found(&error) && handing => {
                     // A backstop lease ended before use, or the waiter's session: look again.
                     self.backstops.forget(txn.1);

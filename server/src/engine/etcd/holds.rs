@@ -203,7 +203,7 @@ impl Inner {
             .when(when)
             .and_then(self.grant_ops(name, &binding, request.value.as_deref()))
             .or_else(otherwise);
-        let response = match self.client().txn(txn).await {
+        let response = match self.lock_txn(name, txn).await {
             Err(error) if lease_not_found(&error) => {
                 // The request's lease, a backstop lease or the session lease is gone.
                 self.backstops.forget(binding.etcd_lease);

@@ -33,6 +33,7 @@
 //! streams), `endpoints.rs` (which members are in use, and which leads). This file holds the
 //! options, setup and the [`LockBackend`] impl.
 
+mod batches;
 mod endpoints;
 mod events;
 mod group_queue;
@@ -62,6 +63,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use self::batches::Batches;
 use self::group_queue::GroupQueued;
 use self::handoff::Ending;
 use self::holds::Attempt;
@@ -140,6 +142,8 @@ struct Inner {
     /// skip a follower's forwarding hop, and the watch sees commits first.
     leader: Arc<watch::Sender<Option<(String, Client)>>>,
     keys: Keys,
+    /// Lock transactions in flight, and those waiting to go together (`batches.rs`).
+    batches: Batches,
     session: Session,
     backstops: Backstops,
     /// Open keepalive streams, one per etcd lease kept alive.
@@ -217,6 +221,7 @@ impl EtcdBackend {
             balanced: client,
             leader: Arc::new(watch::channel(None).0),
             keys: Keys::new(&options.prefix),
+            batches: Batches::default(),
             session: Session::new(),
             backstops: Backstops::new(),
             keepers: Keepers::default(),
