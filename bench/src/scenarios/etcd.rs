@@ -92,7 +92,7 @@ pub async fn etcd(binary: &Path, data: &Path, out: &mut String) {
         ]);
     }
     table.write(out);
-    out.push_str("etcd v3lock: `/v3/lock/lock` + `/v3/lock/unlock` through etcd's JSON gateway on the leader, each client with a lease granted once and a lock name of its own. gRPC ceiling: what any gateway could reach at best, two transactions per cycle (`put if absent`, `delete if unchanged`) sent straight from a gRPC client to the leader, with no HTTP hop, no values, no queue and no watch. Raft proposals per acquire+release cycle, from the growth of `etcd_server_proposals_committed_total` (the highest member's) over each run:\n\n");
+    out.push_str("etcd v3lock: `/v3/lock/lock` + `/v3/lock/unlock` through etcd's JSON gateway on the leader, each client with a lease granted once and a lock name of its own. gRPC ceiling: what a gateway that sends each request as a transaction of its own could reach at best, two transactions per cycle (`put if absent`, `delete if unchanged`) sent straight from a gRPC client to the leader, with no HTTP hop, no values, no queue and no watch; at 1 client it bounds any gateway (nothing to batch); under load a gateway that batches is not bound by it (ours sends the lock transactions issued while two are in flight as one, `server/src/engine/etcd/batches.rs`). Raft proposals per acquire+release cycle, from the growth of `etcd_server_proposals_committed_total` (the highest member's) over each run:\n\n");
     let mut table = Table::new(&["N clients", "one gateway", "etcd v3lock"]);
     for (n, ours, theirs) in proposals {
         table.row([n.to_string(), format!("{ours:.2}"), format!("{theirs:.2}")]);

@@ -22,7 +22,10 @@ use tonic::Code;
 use super::Inner;
 use crate::metrics;
 
-/// How many transactions may be in flight before the next ones wait for a batch.
+/// How many transactions may be in flight before the next ones wait for a batch. Measured
+/// against 1 and 4 (3-member etcd, one gateway, clients each on a lock of their own): 1 costs
+/// a fifth of the throughput of 2 clients (the second always waits), 4 batches too little at
+/// 16 clients (15% fewer cycles than 2); 2 leaves 1, 2 and 8 clients as fast as unbatched.
 const FLYING: usize = 2;
 /// The most transactions in one batch (etcd's `--max-txn-ops` is 128 by default).
 const BATCH: usize = 64;
