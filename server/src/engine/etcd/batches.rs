@@ -27,7 +27,9 @@ use crate::metrics;
 /// a fifth of the throughput of 2 clients (the second always waits), 4 batches too little at
 /// 16 clients (15% fewer cycles than 2); 2 leaves 1, 2 and 8 clients as fast as unbatched.
 const FLYING: usize = 2;
-/// The most transactions in one batch (etcd's `--max-txn-ops` is 128 by default).
+/// The most transactions in one batch: etcd's `--max-txn-ops` is 128 by default, and the
+/// watch's event ids have room for 256 events per revision (`events.rs`), of which a lock
+/// transaction makes at most 2 (a hand-off writes the holder key and deletes a waiter key).
 const BATCH: usize = 64;
 
 type Answer = Result<TxnResponse, etcd_client::Error>;
