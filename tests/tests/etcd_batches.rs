@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use lockserver_tests::{Api, EtcdCluster, TestServer};
 use serde_json::json;
 
+/// Per lock: whether a client is inside, and the tokens it was granted under, in grant order.
+type Locks = Arc<Mutex<HashMap<String, (bool, Vec<u64>)>>>;
+
 /// `lockserver_etcd_requests_total{op="batch",result=...}` of the gateway behind `api`.
 async fn batches(api: &Api, result: &str) -> f64 {
     let text = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
@@ -26,8 +29,7 @@ async fn batched_lock_transactions_keep_locks_exclusive_and_tokens_growing() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gateway = TestServer::start(&flags);
     let api = gateway.api();
-    // Per lock: whether someone is inside, and the tokens in grant order.
-    let locks: Arc<Mutex<HashMap<String, (bool, Vec<u64>)>>> = Arc::default();
+    let locks = Locks::default();
     let until = Instant::now() + Duration::from_secs(3);
     let mut clients = Vec::new();
     for client in 0..24 {
@@ -71,7 +73,9 @@ async fn batched_lock_transactions_keep_locks_exclusive_and_tokens_growing() {
 /// again alone and answered as if never batched.
 #[tokio::test]
 async fn a_batch_etcd_refuses_goes_again_one_by_one() {
-    let cluster = EtcdCluster::start_with(1, &["--max-request-bytes", "262144"]);
+    // Three members: the gateway talks to the leader through its one-write channel
+    // (`member_channel.rs`), so large requests cross it in many frames.
+    let cluster = EtcdCluster::start_with(3, &["--max-request-bytes", "262144"]);
     let flags = cluster.gateway_flags(&cluster.fresh_prefix());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gateway = TestServer::start(&flags);
