@@ -52,14 +52,18 @@ fn main() {
             println!("{rate:.0} cycles/s");
             return;
         }
-        // `contended ADDR SECONDS` / `v3lock-contended ETCD_ADDR SECONDS`: 16 clients taking
-        // turns on one lock, 10 ms each: grants, utilisation, hand-off gap p50 and p99.
+        // `contended ADDR[,ADDR...] SECONDS` / `v3lock-contended ETCD_ADDR SECONDS`: 16 clients
+        // taking turns on one lock, 10 ms each (spread over the servers given, e.g. two etcd
+        // gateways): grants, utilisation, hand-off gap p50 and p99.
         Some(which @ ("contended" | "v3lock-contended")) => {
             let (addr, secs) = (args.next().expect("ADDR"), args.next().expect("SECONDS"));
             let run = std::time::Duration::from_secs(secs.parse().expect("SECONDS"));
             let figures = runtime().block_on(async {
                 match which {
-                    "contended" => measure::contention(&[addr], "cli", run).await,
+                    "contended" => {
+                        let addrs: Vec<String> = addr.split(',').map(str::to_string).collect();
+                        measure::contention(&addrs, "cli", run).await
+                    }
                     _ => scenarios::v3lock_contention(&addr, run).await,
                 }
             });
