@@ -30,8 +30,10 @@
 //! watch, which keeps the mirror and feeds `GET /watch`), `reads.rs` (inspection and listing),
 //! `leases.rs` (the API's leases), `timers.rs` (deletions on this gateway's clock), `keys.rs`
 //! (the key layout), `session.rs` (the gateway's own leases), `keepers.rs` (open keepalive
-//! streams), `endpoints.rs` (which members are in use, and which leads). This file holds the
-//! options, setup and the [`LockBackend`] impl.
+//! streams), `endpoints.rs` (which members are in use, and which leads), `member_channel.rs`
+//! (the gRPC channel to a member: one write per call, one connection per thread),
+//! `batches.rs` (lock transactions sent together under load). This file holds the options,
+//! setup and the [`LockBackend`] impl.
 
 mod batches;
 mod endpoints;
