@@ -20,8 +20,10 @@ async fn batches(api: &Api, result: &str) -> f64 {
 }
 
 /// 24 clients on 12 locks (two per lock, so some transactions of one lock meet while others
-/// batch), each acquiring with a wait and releasing in a loop: batches are sent, every grant
-/// finds its lock free, and each lock's tokens grow in the order it was granted.
+/// batch, and releases hand locks to waiters), each acquiring with a wait and releasing in a
+/// loop, a third with an expiry, a third under a lease and a third with neither, every other
+/// time with a value: batches are sent, every grant finds its lock free and returns its value,
+/// and each lock's tokens grow in the order it was granted.
 #[tokio::test]
 async fn batched_lock_transactions_keep_locks_exclusive_and_tokens_growing() {
     let cluster = EtcdCluster::shared();
@@ -29,18 +31,33 @@ async fn batched_lock_transactions_keep_locks_exclusive_and_tokens_growing() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gateway = TestServer::start(&flags);
     let api = gateway.api();
+    let lease = api.post("/leases", json!({"ttl": 60})).await;
+    assert_eq!(lease.status, 200, "{:?}", lease.body);
+    let lease = lease.body["lease"].as_str().unwrap().to_string();
     let locks = Locks::default();
     let until = Instant::now() + Duration::from_secs(3);
     let mut clients = Vec::new();
     for client in 0..24 {
-        let (api, locks) = (api.clone(), locks.clone());
+        let (api, locks, lease) = (api.clone(), locks.clone(), lease.clone());
         clients.push(tokio::spawn(async move {
             let (name, owner) = (format!("b{}", client % 12), format!("c{client}"));
             let mut cycles = 0;
             while Instant::now() < until && cycles < 400 {
-                let grant =
-                    api.acquire(json!({"resource": name, "owner": owner, "wait": 10, "expire": 30})).await;
+                let mut body = json!({"resource": name, "owner": owner, "wait": 10});
+                match client % 3 {
+                    0 => body["expire"] = json!(30),
+                    1 => body["lease"] = json!(lease),
+                    _ => {}
+                }
+                let value = format!("{owner}-{cycles}");
+                if cycles % 2 == 1 {
+                    body["value"] = json!(value);
+                }
+                let grant = api.acquire(body).await;
                 assert_eq!(grant.status, 200, "{:?}", grant.body);
+                if cycles % 2 == 1 {
+                    assert_eq!(grant.body["value"].as_str(), Some(value.as_str()), "{:?}", grant.body);
+                }
                 {
                     let mut locks = locks.lock().unwrap();
                     let (inside, tokens) = locks.entry(name.clone()).or_default();
