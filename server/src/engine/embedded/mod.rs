@@ -7,7 +7,8 @@
 //!   change to it is still on its way to the disk (a change is seen only once durable);
 //! - `slot.rs`: one resource's state: its holders (one exclusive, shared ones, or a
 //!   semaphore's permits), value and queue;
-//! - `slot_cx.rs`: the operations on a slot (grant, renew, refresh, release, expiry, hand-off);
+//! - `slot_cx.rs`: the operations on a slot (grant, renew, refresh, release, expiry);
+//! - `slot_queue.rs`: its queue's side (queue, hand off to the head, leave);
 //! - `queued.rs`: a request queued for a lock, and what happens when it gives up or goes away;
 //! - `multi.rs`: multi-locks, several locks taken at once or not at all;
 //! - `expiry.rs`: the deadlines of each shard and the tasks that expire holds and leases;
@@ -29,6 +30,7 @@ mod multi;
 mod queued;
 mod slot;
 mod slot_cx;
+mod slot_queue;
 mod store;
 mod table;
 

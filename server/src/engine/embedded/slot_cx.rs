@@ -1,6 +1,6 @@
-//! The operations on one slot under its shard's mutex: grants, renewals, refreshes, releases,
-//! expiry and the direct hand-off to the head of the queue (as many waiters at once as fit:
-//! consecutive shared requests, or free permits), through a [`SlotCx`].
+//! The operations on one slot under its shard's mutex, through a [`SlotCx`]: grants, renewals,
+//! refreshes, releases and expiry. Its queue's side (queueing, the direct hand-off to the head
+//! of the queue, leaving it) is `slot_queue.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::slot::{Answer, Handoff, Holder, Slot, Waiter, HOLDER_OVERHEAD};
+use super::slot::{Answer, Handoff, Holder, Slot, HOLDER_OVERHEAD};
 use super::Shared;
-use crate::engine::capacity::{self, LOCK_OVERHEAD, WAITER_OVERHEAD};
+use crate::engine::capacity::{self, LOCK_OVERHEAD};
 use crate::engine::clock::since_start_ms;
 use crate::engine::watch::{EventHold, EventKind, LockEvent};
 use crate::engine::{
@@ -22,7 +22,7 @@ use crate::engine::{
 use crate::metrics::{self, How};
 
 /// What `too_many` names when `--max-memory` is reached.
-const MEMORY: &str = "bytes of locks and waiters (--max-memory)";
+pub(super) const MEMORY: &str = "bytes of locks and waiters (--max-memory)";
 
 /// Why a hold ends, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub(super) struct Queueing {
 pub(super) struct SlotCx<'a> {
     pub(super) slot: &'a mut Slot,
     pub(super) name: &'a Arc<str>,
-    shared: &'a Shared,
+    pub(super) shared: &'a Shared,
     pub(super) now: Instant,
     /// Set by every change to the slot: its new state is journaled.
     pub(super) dirty: bool,
@@ -97,7 +97,7 @@ impl<'a> SlotCx<'a> {
     }
 
     /// Records a change for watchers, if any listen.
-    fn changed(&mut self, kind: EventKind) {
+    pub(super) fn changed(&mut self, kind: EventKind) {
         if self.watched {
             self.changes.push(kind);
         }
@@ -180,45 +180,6 @@ impl<'a> SlotCx<'a> {
         Ok(Acquired::Queued { name: self.name.clone(), id, reply: receiver })
     }
 
-    /// Queues a request at the tail under `id` (a new one when `None`: the places of one
-    /// multi-lock share theirs); returns the id. With `counted`, it counts against the caps (a
-    /// multi-lock counts once).
-    pub(super) fn enqueue(
-        &mut self,
-        request: Queueing,
-        answer: Answer,
-        id: Option<u64>,
-        counted: bool,
-    ) -> Result<u64> {
-        if self.shared.shutting_down.load(Ordering::SeqCst) {
-            return Err(EngineError::ShuttingDown);
-        }
-        if let Lifetime::Lease(lease) = &request.lifetime {
-            self.shared.leases.note_waiting(lease, self.name, self.now)?;
-        }
-        let (mut permit, mut memory) = (None, None);
-        if counted {
-            let value_len = request.value.as_ref().map_or(0, String::len);
-            let max = self.shared.max_waiters.load(Ordering::Relaxed);
-            permit = Some(self.shared.waiters.take(max, "queued waiters (--max-waiters)")?);
-            let bytes = capacity::footprint(WAITER_OVERHEAD, &[request.owner.len(), value_len]);
-            memory = Some(self.shared.memory.take_many(bytes, self.max_memory(), MEMORY)?);
-        }
-        let id = id.unwrap_or_else(|| self.shared.last_waiter.fetch_add(1, Ordering::Relaxed) + 1);
-        self.slot.limit = request.claim.limit();
-        self.slot.queue().push_back(Waiter {
-            id,
-            owner: request.owner,
-            lifetime: request.lifetime,
-            value: request.value,
-            claim: request.claim,
-            answer,
-            _permit: permit,
-            _memory: memory,
-        });
-        Ok(id)
-    }
-
     /// Takes the lock for a multi-lock: renews `owner`'s own hold, or grants the free lock.
     pub(super) fn take_for(&mut self, owner: &str, lifetime: Lifetime) -> Result<Grant> {
         if let Some(index) = self.slot.holder_of(owner) {
@@ -258,7 +219,7 @@ impl<'a> SlotCx<'a> {
         self.shared.memory.check(bytes, self.max_memory(), MEMORY)
     }
 
-    fn max_memory(&self) -> usize {
+    pub(super) fn max_memory(&self) -> usize {
         self.shared.max_memory.load(Ordering::Relaxed)
     }
 
@@ -411,7 +372,7 @@ impl<'a> SlotCx<'a> {
     }
 
     /// Removes one hold, without granting anyone yet.
-    fn remove_holder(&mut self, index: usize, keep_value: bool, end: HoldEnd) {
+    pub(super) fn remove_holder(&mut self, index: usize, keep_value: bool, end: HoldEnd) {
         let holder = self.slot.holders.remove(index);
         match end {
             _ if self.revoking => self.changed(EventKind::Revoked),
@@ -433,7 +394,7 @@ impl<'a> SlotCx<'a> {
     }
 
     /// After holds ended: grants who waits, then, if still free, starts the value's retention.
-    fn after_end(&mut self) {
+    pub(super) fn after_end(&mut self) {
         self.promote();
         if !self.slot.is_held() {
             if self.slot.value.is_some() && self.slot.value_until.is_none() {
@@ -443,87 +404,5 @@ impl<'a> SlotCx<'a> {
                 self.slot.limit = None;
             }
         }
-    }
-
-    /// Grants the lock to the waiters at the head of the queue, in arrival order, as long as
-    /// each fits beside the holders. A multi-lock at the head stops it: that request is woken
-    /// to grant itself, all its locks at once, if the slot is free.
-    pub(super) fn promote(&mut self) {
-        while let Some(head) = self.slot.head() {
-            if head.is_gone() {
-                self.slot.next_waiter();
-                continue;
-            }
-            if !self.slot.fits(head.claim) {
-                return;
-            }
-            if let Answer::Many(multi) = &head.answer {
-                multi.wake();
-                return;
-            }
-            let waiter = self.slot.next_waiter().expect("the head was just seen");
-            let Answer::One(reply) = waiter.answer else { unreachable!("a multi-lock place returned above") };
-            let answer = self.grant(waiter.owner, waiter.lifetime, waiter.value, waiter.claim);
-            let granted = answer.is_ok();
-            let handoff = self.handoff.get_or_insert_with(Arc::default).clone();
-            let token = answer.as_ref().ok().map(|grant| grant.token);
-            if reply.send(answer.map(|grant| (grant, handoff))).is_ok() {
-                if granted {
-                    self.changed(EventKind::Handoff);
-                    debug!(resource = %self.name, token = ?token, "handed off to the head waiter");
-                    metrics::global().granted(How::handoff);
-                }
-                continue;
-            }
-            if let Some(index) =
-                token.and_then(|token| self.slot.holders.iter().position(|h| h.token == token))
-            {
-                // The waiter left between the check and the send: take the grant back.
-                self.remove_holder(index, true, HoldEnd::Withdrawn);
-            }
-        }
-    }
-
-    /// A queued waiter's time ran out: leave the queue, unless the lock was granted meanwhile.
-    pub(super) fn give_up(&mut self, id: u64, reply: &mut oneshot::Receiver<Handoff>) -> Handoff {
-        if self.leave_queue(id) {
-            return Err(self.slot.locked(self.shared, self.now));
-        }
-        reply.try_recv().unwrap_or(Err(EngineError::ShuttingDown))
-    }
-
-    /// A queued waiter went away: leave the queue, and give back a grant it never saw.
-    pub(super) fn cancel(&mut self, id: u64, reply: &mut oneshot::Receiver<Handoff>) {
-        if self.leave_queue(id) {
-            return;
-        }
-        if let Ok(Ok((grant, _))) = reply.try_recv() {
-            self.withdraw(grant.token);
-        }
-    }
-
-    /// Answers every waiter queued with `lifetime` with `error` (their lease ended); those
-    /// behind them may be granted now.
-    pub(super) fn refuse_waiters(&mut self, lifetime: &Lifetime, error: EngineError) {
-        let (refused, kept): (Vec<_>, Vec<_>) =
-            self.slot.take_waiters().into_iter().partition(|waiter| waiter.lifetime == *lifetime);
-        kept.into_iter().for_each(|waiter| self.slot.queue().push_back(waiter));
-        let any = !refused.is_empty();
-        for waiter in refused {
-            waiter.refuse(error.clone());
-        }
-        if any {
-            self.after_end();
-        }
-    }
-
-    /// Removes the waiter `id` if it is still queued; those behind it may fit now (a shared
-    /// request behind a departed exclusive one). Whether it was queued.
-    pub(super) fn leave_queue(&mut self, id: u64) -> bool {
-        if self.slot.remove_waiter(id).is_none() {
-            return false;
-        }
-        self.after_end();
-        true
     }
 }
