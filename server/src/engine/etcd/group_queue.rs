@@ -10,7 +10,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::groups::{admits, Admits, State, Ticket, EXPIRY_GRACE};
 use super::keys::encode;
-use super::queue::{Place, SETTLE_AFTER};
+use super::queue::{lost_place, Place, SETTLE_AFTER};
 use super::reads::ms_left;
 use super::timers::Due;
 use super::Inner;
@@ -61,10 +61,7 @@ impl GroupQueued {
                     self.place.answered = true;
                     return inner.answer_handed(&name, ticket, &state, request).await;
                 }
-                return Err(EngineError::Unavailable(
-                    "this request lost its place in the queue (its gateway's etcd session ended); retry"
-                        .into(),
-                ));
+                return Err(lost_place());
             }
             let mut wake = None;
             if state.head.as_ref().is_some_and(|head| head.revision == self.revision) {

@@ -30,9 +30,11 @@
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
+};
 
-use super::holds::{keep_value_op, Attempt};
+use super::holds::{keep_value_op, Attempt, Binding};
 use super::keys::{decode, encode, GroupRecord, HoldRecord, TicketRecord, WaiterRecord};
 use super::mirror::Waiting;
 use super::queue::Place;
@@ -295,21 +297,8 @@ impl Inner {
         if let Some(expire) = binding.expire {
             self.schedule(Due::Ticket(name.to_string(), request.owner.clone()), at, expire);
         }
-        let value = match &request.value {
-            Some(value) => Some(value.clone()),
-            None => gets(&response)[0].first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-        };
-        let expires_in = match binding.expire {
-            Some(expire) => Some(expire),
-            None => self.ticket_expires_in(&ticket).await?,
-        };
-        Ok(Some(Grant {
-            resource: name.to_string(),
-            owner: request.owner.clone(),
-            token: FencingToken(token as u64),
-            expires_in,
-            value,
-        }))
+        let grant = self.ticket_grant(name, token, &ticket, &binding, request.value.as_deref(), &response);
+        Ok(Some(grant.await?))
     }
 
     /// The holder of a ticket acquires again: same token, lifetime reset, value replaced when
@@ -349,21 +338,35 @@ impl Inner {
             Some(expire) => self.schedule(Due::Ticket(name.to_string(), ticket.owner.clone()), at, expire),
             None => self.cancel(&self.keys.ticket(name, &ticket.owner)),
         }
+        Ok(Some(self.ticket_grant(name, ticket.token, &record, &binding, value, &response).await?))
+    }
+
+    /// The grant a ticket's transaction made for `binding`'s owner: `value` as given, else as
+    /// the transaction's first op read it; the expiry asked for, else the ticket's time left.
+    async fn ticket_grant(
+        &self,
+        name: &str,
+        token: i64,
+        ticket: &TicketRecord,
+        binding: &Binding,
+        value: Option<&str>,
+        response: &TxnResponse,
+    ) -> Result<Grant> {
         let value = match value {
             Some(value) => Some(value.to_string()),
-            None => gets(&response)[0].first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            None => gets(response)[0].first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
         };
         let expires_in = match binding.expire {
             Some(expire) => Some(expire),
-            None => self.ticket_expires_in(&record).await?,
+            None => self.ticket_expires_in(ticket).await?,
         };
-        Ok(Some(Grant {
+        Ok(Grant {
             resource: name.to_string(),
-            owner: ticket.owner.clone(),
-            token: FencingToken(ticket.token as u64),
+            owner: binding.record.owner.clone(),
+            token: FencingToken(token as u64),
             expires_in,
             value,
-        }))
+        })
     }
 
     /// Time left on a ticket: until its deadline, or its lease's; `None` when unbounded.

@@ -18,6 +18,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::holds::Binding;
 use super::keys::{encode, WaiterRecord};
+use super::queue::lost_place;
 use super::reads::{gets, revision, Hold};
 use super::timers::Due;
 use super::Inner;
@@ -303,9 +304,7 @@ impl Inner {
                 return Err(EngineError::NoSuchLease);
             }
             if locks.queued < keys.len() {
-                return Err(EngineError::Unavailable(
-                    "this request lost its place in a queue (its gateway's etcd session ended); retry".into(),
-                ));
+                return Err(lost_place());
             }
             let mut ready = true;
             let mut again = false;

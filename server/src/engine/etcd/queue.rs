@@ -148,6 +148,14 @@ impl Inner {
     }
 }
 
+/// The answer to a queued request whose waiter key went without a grant: its gateway's etcd
+/// session ended (shared by plain, group and multi-lock waits).
+pub(super) fn lost_place() -> EngineError {
+    EngineError::Unavailable(
+        "this request lost its place in the queue (its gateway's etcd session ended); retry".into(),
+    )
+}
+
 /// A request queued for a lock.
 pub(super) struct Queued {
     inner: Arc<Inner>,
@@ -240,14 +248,7 @@ impl Queued {
             return self.handed(request, hold.clone()).await.map(Look::Granted);
         }
         if !situation.queued {
-            return if read {
-                Err(EngineError::Unavailable(
-                    "this request lost its place in the queue (its gateway's etcd session ended); retry"
-                        .into(),
-                ))
-            } else {
-                Ok(Look::Read)
-            };
+            return if read { Err(lost_place()) } else { Ok(Look::Read) };
         }
         if !situation.head {
             return Ok(Look::Wait(None));
